@@ -1,0 +1,43 @@
+# Quick start: `make demo`, then `make test`. Everything runs from .venv.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+NOISE_VECTORS ?= ../shared/vectors/noise/cacophony_25519_AESGCM_SHA256.json
+PYTEST_ARGS ?=
+
+.PHONY: install test lint vectors demo bench fuzz system-deps clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[asyncio,gevent,daemon,bench,fuzz,dev]'
+	touch $(STAMP)
+
+# Debian packages the tests drive for real (installed only when root; tests skip with a reason otherwise).
+system-deps:
+	bash scripts/system-deps.sh
+
+lint: install
+	$(VENV)/bin/ruff check pilot_proto pilot_daemon bindings tests bench fuzz examples
+	$(VENV)/bin/mypy --strict pilot_proto
+
+vectors: install
+	$(PY) -m pilot_proto.noise $(NOISE_VECTORS)
+
+test: install system-deps lint vectors
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+demo: install
+	$(PY) examples/demo.py
+
+bench: install system-deps
+	$(PY) -m bench
+
+fuzz: install
+	$(PY) -m fuzz --seconds $${FUZZ_SECONDS:-60}
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,0 +1,51 @@
+"""Exceptions raised for local misuse of the core.
+
+Remote misbehaviour never raises: it is dropped and counted in `Node.stats`, or
+surfaces as an event. Everything here means "the caller did something wrong".
+"""
+
+from __future__ import annotations
+
+
+class PilotError(Exception):
+    """Base of every exception pilot-proto raises on purpose."""
+
+
+class LocalProtocolError(PilotError):
+    """The caller asked for something the protocol state does not allow."""
+
+
+class InvalidIdentity(LocalProtocolError):
+    """A key, key file or identity record given to us is unusable."""
+
+
+class KeyFilePermissionError(InvalidIdentity):
+    """A private key file is readable by other users; it must be mode 0600."""
+
+
+class InvalidRecord(LocalProtocolError):
+    """An identity record failed to decode or verify."""
+
+
+class UnknownPeer(LocalProtocolError):
+    """An address was used that was never added with `Node.add_peer`."""
+
+
+class PeerNotTrusted(LocalProtocolError):
+    """Application data was addressed to a peer the trust policy does not accept."""
+
+
+class MessageTooLarge(LocalProtocolError):
+    """A message or datagram exceeds the configured size limit."""
+
+    def __init__(self, size: int, limit: int, what: str = "message") -> None:
+        super().__init__(
+            f"{what} of {size} bytes exceeds the limit of {limit} bytes; "
+            f"split it or raise the limit in the config"
+        )
+        self.size = size
+        self.limit = limit
+
+
+class NoiseError(PilotError):
+    """A Noise handshake or cipher operation failed (bad MAC, wrong state, bad input)."""
