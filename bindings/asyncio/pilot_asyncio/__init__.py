@@ -1,0 +1,1 @@
+"""pilot_asyncio: the asyncio (uvloop) binding of pilot-proto."""

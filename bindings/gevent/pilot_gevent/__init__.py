@@ -1,0 +1,1 @@
+"""pilot_gevent: the gevent binding of pilot-proto."""

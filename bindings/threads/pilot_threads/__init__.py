@@ -1,0 +1,1 @@
+"""pilot_threads: the thread binding of pilot-proto."""

@@ -1,0 +1,1 @@
+"""pilot_daemon: the reference daemon and the pilotctl CLI (asyncio binding)."""
