@@ -299,9 +299,7 @@ class Identity:
         target = Path(path)
         directory = target.parent
         contents = (
-            f"{KEY_FILE_HEADER}\n"
-            f"ed25519-seed {self._seed.hex()}\n"
-            f"address {self._address}\n"
+            f"{KEY_FILE_HEADER}\ned25519-seed {self._seed.hex()}\naddress {self._address}\n"
         ).encode("ascii")
         temp_path, fd = _create_temp_file(directory, target.name)
         try:
