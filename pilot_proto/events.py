@@ -15,3 +15,30 @@ class Event:
     """Base of every event `Node.next_event()` returns."""
 
     address: str
+
+
+@dataclass(frozen=True, slots=True)
+class HandshakeCompleted(Event):
+    """A session with the peer is ready: keys exist and are confirmed for sending.
+
+    `peer_restarted` is true when the peer's instance changed since the last session: it
+    lost its session state, so streams with it were reset and unreceipted messages resent.
+    """
+
+    initiator: bool
+    peer_restarted: bool
+
+
+@dataclass(frozen=True, slots=True)
+class HandshakeFailed(Event):
+    """No handshake with the peer completed in time; queued data stays queued."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class SessionClosed(Event):
+    """The session keys with the peer were dropped (closed locally, by the peer, or untrusted)."""
+
+    reason: str
+    by_peer: bool

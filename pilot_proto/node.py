@@ -1,0 +1,593 @@
+"""The Node: one identity, one UDP socket's worth of protocol, no I/O of its own.
+
+DESIGN section 2. A binding feeds datagrams in with `receive_datagram`, sends what
+`datagrams_to_send` returns, arms one timer at `get_timer()` and hands `next_event()` to
+the application. Everything a peer sends us is checked here before anything else sees it:
+nothing raises on remote input, every drop is counted in `stats` by reason.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, deque
+from collections.abc import Callable, Iterable
+
+from .config import NodeConfig
+from .cookie import CookieChecker, CookieJar
+from .delivery import Connection, ConnectionClosed, PeerUnresponsive
+from .errors import LocalProtocolError, PeerNotTrusted, UnknownPeer
+from .events import Event, HandshakeCompleted, HandshakeFailed, SessionClosed
+from .handshake import OutgoingHandshake, PeerProof, TransportKeys, read_initiation, write_response
+from .identity import BindingCache, Identity
+from .keypair import Keypair
+from .packets import (
+    COOKIE_REPLY,
+    HANDSHAKE_INITIATION,
+    HANDSHAKE_RESPONSE,
+    TRANSPORT,
+    TRANSPORT_HEADER,
+    TRANSPORT_OVERHEAD,
+    decode_cookie_reply,
+    decode_initiation,
+    decode_response,
+    encode_initiation_body,
+    encode_response,
+)
+from .peer import Peer
+from .records import IdentityRecord
+from .timestamp import InitiationClock
+from .transmit import Addr, Transmit
+
+#: Initiations go to at most this many candidate endpoints of a peer at once.
+MAX_INITIATION_TARGETS = 8
+_STUN_FIRST_BYTES = frozenset(range(4))
+
+
+class Node:
+    """A peer-to-peer node: handshakes, sessions and delivery toward any number of peers."""
+
+    def __init__(
+        self,
+        identity: Identity,
+        config: NodeConfig | None = None,
+        *,
+        rng: Callable[[int], bytes],
+        wall_clock: Callable[[], float],
+    ) -> None:
+        self.identity = identity
+        self.config = config or NodeConfig()
+        self._rng = rng
+        self._wall_clock = wall_clock
+        self.instance_id = rng(8)
+        self.stats: Counter[str] = Counter()
+        self._peers: dict[str, Peer] = {}
+        self._keypairs_by_index: dict[int, tuple[Peer, Keypair]] = {}
+        self._handshakes_by_index: dict[int, Peer] = {}
+        self._outbox: list[Transmit] = []
+        self._dirty: set[Peer] = set()
+        self._events: deque[Event] = deque()
+        self._listening_ports: set[int] = set()
+        self._bindings = BindingCache()
+        self._clock = InitiationClock(self.config.initiation_floor_ns)
+        session = self.config.session
+        self._cookies = CookieChecker(identity.static_public, rng, session.cookie_secret_lifetime)
+        self._recent_initiations: deque[float] = deque()
+
+    # ------------------------------------------------------------------ identity and peers
+
+    @property
+    def address(self) -> str:
+        return self.identity.address
+
+    @property
+    def initiation_floor(self) -> int:
+        """The last initiation stamp used; persist it and pass it back as the config floor."""
+        return self._clock.last
+
+    def add_peer(self, record: IdentityRecord, endpoints: Iterable[Addr] = (), *, trusted: bool = True) -> None:
+        """Learn a peer from its identity record (verified here) and candidate endpoints."""
+        if not record.verify():
+            raise LocalProtocolError(f"identity record for {record.address} does not verify")
+        if record.address == self.address:
+            raise LocalProtocolError("a node cannot add itself as a peer")
+        peer = self._peers.get(record.address)
+        if peer is None:
+            peer = self._new_peer(record.address, record.public_key, record.static_public, trusted)
+        else:
+            peer.public_key, peer.static_public, peer.trusted = record.public_key, record.static_public, trusted
+        peer.cookie_jar = CookieJar(record.static_public, self.config.session.cookie_secret_lifetime)
+        self.set_endpoints(record.address, endpoints)
+
+    def set_endpoints(self, address: str, endpoints: Iterable[Addr]) -> None:
+        peer = self._peer(address)
+        peer.endpoints = list(dict.fromkeys(endpoints))
+
+    def set_trust(self, address: str, trusted: bool, now: float) -> None:
+        """Trust or untrust a known peer. Untrusting closes its session and drops its queues."""
+        peer = self._peer(address)
+        peer.trusted = trusted
+        if not trusted:
+            self._close_session(peer, "untrusted", now, by_peer=False)
+
+    def is_trusted(self, address: str) -> bool:
+        peer = self._peers.get(address)
+        return peer is not None and peer.trusted
+
+    def peers(self) -> list[str]:
+        return list(self._peers)
+
+    def peer_path(self, address: str) -> Addr | None:
+        """The endpoint authenticated traffic from the peer last came from, if any."""
+        return self._peer(address).path
+
+    def has_session(self, address: str) -> bool:
+        peer = self._peers.get(address)
+        return peer is not None and peer.keys.sending is not None
+
+    # ------------------------------------------------------------------ application API
+
+    def connect(self, address: str, now: float) -> None:
+        """Start a handshake with the peer unless a usable session exists or one is under way."""
+        peer = self._trusted_peer(address)
+        if peer.keys.sending is None:
+            self._start_handshake(peer, now)
+
+    def send_datagram(self, address: str, data: bytes, now: float) -> None:
+        """Unreliable, encrypted: delivered at most once, maybe not at all."""
+        self._connection_for_send(address, now).send_datagram(data, now)
+
+    def send_message(
+        self, address: str, data: bytes, now: float, type: str = "text", reply_to: bytes | None = None
+    ) -> bytes:
+        """Queue a message for reliable, ordered, exactly-once delivery; returns its id."""
+        return self._connection_for_send(address, now).send_message(data, now, type=type, reply_to=reply_to)
+
+    def confirm_persisted(self, address: str, message_id: bytes, now: float) -> None:
+        """The application stored a received message: only now does its receipt go back."""
+        self._connection_for_send(address, now).confirm_persisted(message_id, now)
+
+    def listen(self, port: int) -> None:
+        self._listening_ports.add(port)
+
+    def open_stream(self, address: str, port: int, now: float) -> int:
+        return self._connection_for_send(address, now).open_stream(port, now)
+
+    def send_stream(self, address: str, stream_id: int, data: bytes, now: float, end_stream: bool = False) -> None:
+        self._connection_for_send(address, now).send_stream(stream_id, data, now, end_stream=end_stream)
+
+    def reset_stream(self, address: str, stream_id: int, now: float, reason: str = "") -> None:
+        self._connection_for_send(address, now).reset_stream(stream_id, now, reason)
+
+    def ping(self, address: str, now: float) -> None:
+        self._connection_for_send(address, now).ping(now)
+
+    def close_peer(self, address: str, now: float, reason: str = "closed") -> None:
+        """Close the session gracefully: the peer is told, then the keys are dropped."""
+        peer = self._peer(address)
+        if peer.connection is not None and peer.keys.sending is not None:
+            peer.connection.close(now, reason)
+            peer.close_reason = reason
+            self._dirty.add(peer)
+        else:
+            self._close_session(peer, reason, now, by_peer=False)
+
+    def close(self, now: float) -> None:
+        for peer in list(self._peers.values()):
+            if peer.keys.sending is not None:
+                self.close_peer(peer.address, now, "node closing")
+
+    # ------------------------------------------------------------------ sans-IO surface
+
+    def receive_datagram(self, data: bytes, addr: Addr, now: float) -> None:
+        """Process one datagram from the network. Never raises: drops are counted."""
+        if not data:
+            self.stats["drop_empty"] += 1
+            return
+        kind = data[0]
+        try:
+            if kind == TRANSPORT:
+                self._on_transport(data, addr, now)
+            elif kind == HANDSHAKE_INITIATION:
+                self._on_initiation(data, addr, now)
+            elif kind == HANDSHAKE_RESPONSE:
+                self._on_response(data, addr, now)
+            elif kind == COOKIE_REPLY:
+                self._on_cookie_reply(data, now)
+            elif kind in _STUN_FIRST_BYTES:
+                self.stats["drop_stun_unhandled"] += 1
+            else:
+                self.stats["drop_unknown_type"] += 1
+        except Exception:  # a bug must not become a remote kill switch; tests assert zero
+            self.stats["internal_error"] += 1
+
+    def datagrams_to_send(self, now: float) -> list[Transmit]:
+        dirty, self._dirty = self._dirty, set()
+        for peer in dirty:
+            self._flush_peer(peer, now)
+        out, self._outbox = self._outbox, []
+        return out
+
+    def get_timer(self) -> float | None:
+        session = self.config.session
+        deadline: float | None = None
+        for peer in self._peers.values():
+            for t in (
+                peer.handshake_retry_at,
+                peer.keys.next_expiry(session.reject_after_time),
+                peer.connection.get_timer() if peer.connection is not None else None,
+            ):
+                if t is not None and (deadline is None or t < deadline):
+                    deadline = t
+        return deadline
+
+    def handle_timer(self, now: float) -> None:
+        session = self.config.session
+        for peer in list(self._peers.values()):
+            for kp in peer.keys.expire(now, session.reject_after_time, session.reject_after_packets):
+                self._forget_keypair(kp)
+            if peer.handshake_retry_at is not None and now >= peer.handshake_retry_at:
+                self._retry_handshake(peer, now)
+            connection = peer.connection
+            if connection is not None:
+                timer = connection.get_timer()
+                if timer is not None and now >= timer:
+                    connection.handle_timer(now)
+                    self._drain(peer, now)
+                    self._dirty.add(peer)
+
+    def next_event(self) -> Event | None:
+        return self._events.popleft() if self._events else None
+
+    # ------------------------------------------------------------------ receiving
+
+    def _on_transport(self, data: bytes, addr: Addr, now: float) -> None:
+        if len(data) < TRANSPORT_OVERHEAD:
+            self.stats["drop_short_transport"] += 1
+            return
+        _, index, counter = TRANSPORT_HEADER.unpack_from(data)
+        entry = self._keypairs_by_index.get(index)
+        if entry is None:
+            self.stats["drop_unknown_index"] += 1
+            return
+        peer, kp = entry
+        if not kp.replay.would_accept(counter):
+            self.stats["drop_replay"] += 1
+            return
+        payload = kp.open(data, counter)
+        if payload is None:
+            self.stats["drop_auth_failed"] += 1
+            return
+        peer.last_received = now
+        if kp.confirmed_at is None:
+            peer.keys.confirm(kp, now)
+            self._dirty.add(peer)
+            self._announce_session(peer, initiator=False)
+        if peer.path != addr and counter >= kp.replay.highest:
+            # Roaming: the newest authenticated packet names the peer's current address.
+            peer.path = addr
+        if not payload:
+            self.stats["keepalives_received"] += 1
+            return
+        if not peer.trusted:
+            self.stats["drop_untrusted_payload"] += 1
+            return
+        connection = self._ensure_connection(peer, now)
+        connection.receive_payload(payload, now)
+        self._drain(peer, now)
+        self._dirty.add(peer)
+
+    def _under_load(self, now: float) -> bool:
+        recent = self._recent_initiations
+        while recent and now - recent[0] > 1.0:
+            recent.popleft()
+        return len(recent) >= self.config.session.cookie_load_threshold
+
+    def _on_initiation(self, data: bytes, addr: Addr, now: float) -> None:
+        initiation = decode_initiation(data)
+        if initiation is None:
+            self.stats["drop_malformed_initiation"] += 1
+            return
+        if not self._cookies.mac1_valid(data):
+            self.stats["drop_bad_mac1"] += 1
+            return
+        if self._under_load(now) and not self._cookies.mac2_valid(data, addr, now):
+            self._outbox.append(Transmit(self._cookies.cookie_reply(initiation.sender_index, data, addr, now), addr))
+            self.stats["cookie_replies_sent"] += 1
+            return
+        self._recent_initiations.append(now)
+        incoming = read_initiation(self.identity, initiation.noise_message, self._bindings, self._rng)
+        if incoming is None:
+            self.stats["drop_bad_initiation"] += 1
+            return
+        proof = incoming.proof
+        peer = self._peers.get(proof.address)
+        if proof.address == self.address or (
+            (peer is None or not peer.trusted) and not self.config.public
+        ):
+            # Private by default: a stranger gets no answer and learns nothing (DESIGN 8).
+            self.stats["drop_untrusted_initiation"] += 1
+            return
+        if peer is None:
+            peer = self._new_peer(proof.address, proof.public_key, proof.static_public, trusted=False)
+        if incoming.timestamp_ns <= peer.newest_initiation_ns:
+            # A replayed (or reordered older) initiation: no state, no reply (DESIGN 4).
+            self.stats["drop_replayed_initiation"] += 1
+            return
+        peer.newest_initiation_ns = incoming.timestamp_ns
+        message, keys = write_response(incoming, self.identity, self.instance_id)
+        index = self._new_index()
+        restarted = self._learn_proof(peer, proof, now)
+        self._install_keypair(peer, index, initiation.sender_index, keys, initiator=False, now=now)
+        self._outbox.append(Transmit(encode_response(index, initiation.sender_index, message), addr))
+        peer.path = addr
+        peer.last_received = now
+        self.stats["handshakes_answered"] += 1
+        peer.restart_unannounced = peer.restart_unannounced or restarted
+
+    def _on_response(self, data: bytes, addr: Addr, now: float) -> None:
+        response = decode_response(data)
+        if response is None:
+            self.stats["drop_malformed_response"] += 1
+            return
+        peer = self._handshakes_by_index.get(response.receiver_index)
+        if peer is None or peer.handshake is None:
+            self.stats["drop_unexpected_response"] += 1
+            return
+        result = peer.handshake.read_response(response.noise_message, self._bindings)
+        if result is None:
+            self.stats["drop_bad_response"] += 1
+            return
+        proof, keys = result
+        del self._handshakes_by_index[response.receiver_index]
+        peer.handshake = None
+        peer.handshake_retry_at = peer.handshake_deadline = None
+        restarted = self._learn_proof(peer, proof, now)
+        self._install_keypair(peer, response.receiver_index, response.sender_index, keys, initiator=True, now=now)
+        peer.path = addr
+        peer.last_received = now
+        # Key confirmation (DESIGN 4): the responder may send only after hearing from us on
+        # the new keys, so we always send at least a keepalive.
+        peer.keepalive_due = True
+        self._dirty.add(peer)
+        peer.restart_unannounced = peer.restart_unannounced or restarted
+        self._announce_session(peer, initiator=True)
+
+    def _on_cookie_reply(self, data: bytes, now: float) -> None:
+        reply = decode_cookie_reply(data)
+        peer = self._handshakes_by_index.get(reply.receiver_index) if reply is not None else None
+        if reply is None or peer is None or peer.cookie_jar is None:
+            self.stats["drop_unexpected_cookie"] += 1
+            return
+        if not peer.cookie_jar.accept_reply(reply.nonce, reply.sealed_cookie, now):
+            self.stats["drop_bad_cookie"] += 1
+            return
+        self.stats["cookies_received"] += 1
+        if not peer.cookie_resent:
+            # Answer the cookie at once, once per attempt, instead of waiting for the retry.
+            peer.cookie_resent = True
+            self._send_initiation(peer, now)
+
+    # ------------------------------------------------------------------ handshakes
+
+    def _start_handshake(self, peer: Peer, now: float) -> None:
+        if peer.handshake is not None:
+            return
+        if peer.static_public is None or peer.cookie_jar is None:
+            raise UnknownPeer(f"no identity record for {peer.address}; add it with add_peer first")
+        if not peer.endpoints and peer.path is None:
+            raise LocalProtocolError(f"no endpoint known for {peer.address}; give add_peer its endpoints")
+        peer.handshake_deadline = now + self.config.session.handshake_give_up
+        self._send_initiation(peer, now)
+
+    def _send_initiation(self, peer: Peer, now: float) -> None:
+        assert peer.static_public is not None and peer.cookie_jar is not None
+        if peer.handshake is not None:
+            self._handshakes_by_index.pop(peer.handshake.sender_index, None)
+        index = self._new_index()
+        # Each attempt is a fresh initiation with a fresh stamp, so a responder that saw the
+        # previous one still accepts it, while a replay of either is refused.
+        peer.handshake = OutgoingHandshake(
+            self.identity,
+            remote_static=peer.static_public,
+            expected_address=peer.address,
+            sender_index=index,
+            timestamp_ns=self._clock.next(self._wall_clock()),
+            instance_id=self.instance_id,
+            rng=self._rng,
+        )
+        self._handshakes_by_index[index] = peer
+        packet = peer.cookie_jar.add_macs(encode_initiation_body(index, peer.handshake.noise_message), now)
+        targets = [peer.path] if peer.path is not None else peer.endpoints[:MAX_INITIATION_TARGETS]
+        for target in targets:
+            if target is not None:
+                self._outbox.append(Transmit(packet, target))
+        session = self.config.session
+        jitter = int.from_bytes(self._rng(2), "big") / 65535 * session.handshake_jitter
+        peer.handshake_retry_at = now + session.handshake_retry + jitter
+        self.stats["initiations_sent"] += 1
+
+    def _retry_handshake(self, peer: Peer, now: float) -> None:
+        if peer.handshake_deadline is not None and now >= peer.handshake_deadline:
+            if peer.handshake is not None:
+                self._handshakes_by_index.pop(peer.handshake.sender_index, None)
+            peer.handshake = None
+            peer.handshake_retry_at = peer.handshake_deadline = None
+            self.stats["handshakes_failed"] += 1
+            self._events.append(HandshakeFailed(peer.address, "no response from the peer"))
+            return
+        peer.cookie_resent = False
+        # A path that stopped answering is forgotten so every known endpoint is tried again.
+        if peer.path is not None and peer.endpoints and peer.path not in peer.endpoints:
+            peer.path = None
+        self._send_initiation(peer, now)
+
+    def _learn_proof(self, peer: Peer, proof: PeerProof, now: float) -> bool:
+        """Record what the handshake proved; True when the peer restarted since last time."""
+        peer.public_key, peer.static_public = proof.public_key, proof.static_public
+        if peer.cookie_jar is None:
+            peer.cookie_jar = CookieJar(proof.static_public, self.config.session.cookie_secret_lifetime)
+        restarted = peer.instance_id is not None and peer.instance_id != proof.instance_id
+        peer.instance_id = proof.instance_id
+        if restarted:
+            # The peer forgot every key pair and all delivery state: start both over,
+            # carrying unreceipted messages into the new delivery state.
+            for kp in peer.keys.clear():
+                self._forget_keypair(kp)
+            if peer.connection is not None:
+                peer.connection = peer.connection.successor(now)
+                self._drain(peer, now)
+            self.stats["peer_restarts"] += 1
+        return restarted
+
+    def _install_keypair(
+        self, peer: Peer, local_index: int, remote_index: int, keys: TransportKeys, *, initiator: bool, now: float
+    ) -> Keypair:
+        kp = Keypair(
+            local_index=local_index,
+            remote_index=remote_index,
+            send_key=keys.send,
+            recv_key=keys.recv,
+            initiator=initiator,
+            now=now,
+            replay_window=8192,
+        )
+        self._keypairs_by_index[local_index] = (peer, kp)
+        for old in peer.keys.add(kp):
+            self._forget_keypair(old)
+        return kp
+
+    def _announce_session(self, peer: Peer, *, initiator: bool) -> None:
+        """Tell the application once per session, not on every rekey."""
+        if peer.announced and not peer.restart_unannounced:
+            return
+        self._events.append(HandshakeCompleted(peer.address, initiator, peer.restart_unannounced))
+        peer.announced = True
+        peer.restart_unannounced = False
+
+    def _forget_keypair(self, kp: Keypair) -> None:
+        self._keypairs_by_index.pop(kp.local_index, None)
+
+    def _new_index(self) -> int:
+        while True:
+            index = int.from_bytes(self._rng(4), "big")
+            if index not in self._keypairs_by_index and index not in self._handshakes_by_index:
+                return index
+
+    # ------------------------------------------------------------------ sending
+
+    def _flush_peer(self, peer: Peer, now: float) -> None:
+        kp = peer.keys.sending
+        if kp is None or peer.path is None:
+            if (
+                peer.connection is not None
+                and peer.trusted
+                and peer.handshake is None
+                and peer.close_reason is None
+                and (peer.endpoints or peer.path is not None)
+            ):
+                # Data is waiting and no session exists (expired or never made): make one.
+                self._start_handshake(peer, now)
+            return
+        self._maybe_rekey(peer, kp, now)
+        path = peer.path
+        sent = False
+        connection = peer.connection
+        if connection is not None and peer.trusted:
+            connection.packet_overhead = TRANSPORT_OVERHEAD
+            for payload in connection.payloads_to_send(now):
+                self._outbox.append(Transmit(kp.seal(payload), path))
+                sent = True
+            self._drain(peer, now)
+        if peer.keepalive_due and not sent:
+            self._outbox.append(Transmit(kp.seal(b""), path))
+            sent = True
+        peer.keepalive_due = False
+        if sent:
+            peer.last_sent = now
+        if peer.close_reason is not None:
+            self._close_session(peer, peer.close_reason, now, by_peer=False)
+
+    def _maybe_rekey(self, peer: Peer, kp: Keypair, now: float) -> None:
+        """DESIGN 4: rekey after 2^20 packets or 120 s. The initiator of the key pair rekeys
+        on time; the other side only after a grace period, so crossing rekeys stay rare."""
+        if peer.handshake is not None:
+            return
+        session = self.config.session
+        age = now - kp.created_at
+        grace = 0.0 if kp.initiator else 2 * session.handshake_retry
+        if kp.send_counter >= session.rekey_after_packets or age >= session.rekey_after_time + grace:
+            self.stats["rekeys"] += 1
+            self._start_handshake(peer, now)
+
+    def _close_session(self, peer: Peer, reason: str, now: float, *, by_peer: bool) -> None:
+        had_keys = bool(peer.keys.keypairs)
+        for kp in peer.keys.clear():
+            self._forget_keypair(kp)
+        if peer.handshake is not None:
+            self._handshakes_by_index.pop(peer.handshake.sender_index, None)
+        peer.handshake = None
+        peer.handshake_retry_at = peer.handshake_deadline = None
+        peer.close_reason = None
+        if peer.connection is not None:
+            # Queued traffic is dropped with the session; a later send starts afresh.
+            peer.connection = None
+        peer.announced = False
+        if had_keys:
+            self._events.append(SessionClosed(peer.address, reason, by_peer))
+
+    # ------------------------------------------------------------------ helpers
+
+    def _drain(self, peer: Peer, now: float) -> None:
+        connection = peer.connection
+        if connection is None:
+            return
+        while (event := connection.next_event()) is not None:
+            self._events.append(event)
+            if isinstance(event, PeerUnresponsive):
+                self.stats["peer_unresponsive"] += 1
+                if peer.handshake is None and peer.trusted:
+                    self._start_handshake(peer, now)
+            elif isinstance(event, ConnectionClosed) and event.by_peer:
+                self._close_session(peer, event.reason, now, by_peer=True)
+                return
+
+    def _new_peer(self, address: str, public_key: bytes | None, static_public: bytes | None, trusted: bool) -> Peer:
+        peer = Peer(
+            address,
+            public_key=public_key,
+            static_public=static_public,
+            trusted=trusted,
+            max_keypairs=self.config.session.max_keypairs_per_peer,
+        )
+        self._peers[address] = peer
+        return peer
+
+    def _peer(self, address: str) -> Peer:
+        peer = self._peers.get(address)
+        if peer is None:
+            raise UnknownPeer(f"unknown peer {address}; add its identity record with add_peer first")
+        return peer
+
+    def _trusted_peer(self, address: str) -> Peer:
+        peer = self._peer(address)
+        if not peer.trusted:
+            raise PeerNotTrusted(f"peer {address} is not trusted; nothing is sent to it")
+        return peer
+
+    def _ensure_connection(self, peer: Peer, now: float) -> Connection:
+        if peer.connection is None:
+            peer.connection = Connection(
+                peer.address,
+                self.config.delivery,
+                rng=self._rng,
+                now=now,
+                listening_ports=self._listening_ports,
+            )
+        return peer.connection
+
+    def _connection_for_send(self, address: str, now: float) -> Connection:
+        peer = self._trusted_peer(address)
+        connection = self._ensure_connection(peer, now)
+        self._dirty.add(peer)
+        if peer.keys.sending is None and peer.handshake is None:
+            self._start_handshake(peer, now)
+        return connection

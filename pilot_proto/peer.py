@@ -1,0 +1,73 @@
+"""What a Node knows about one peer: identity, paths, keys, handshake and delivery state."""
+
+from __future__ import annotations
+
+from .cookie import CookieJar
+from .delivery import Connection
+from .handshake import OutgoingHandshake
+from .keypair import KeyRing
+from .transmit import Addr
+
+
+class Peer:
+    """Plain state; the Node drives it. One per peer address."""
+
+    __slots__ = (
+        "address",
+        "announced",
+        "close_reason",
+        "connection",
+        "cookie_jar",
+        "cookie_resent",
+        "endpoints",
+        "handshake",
+        "handshake_deadline",
+        "handshake_retry_at",
+        "instance_id",
+        "keepalive_due",
+        "keys",
+        "last_received",
+        "last_sent",
+        "newest_initiation_ns",
+        "path",
+        "public_key",
+        "restart_unannounced",
+        "static_public",
+        "trusted",
+    )
+
+    def __init__(
+        self,
+        address: str,
+        *,
+        public_key: bytes | None,
+        static_public: bytes | None,
+        trusted: bool,
+        max_keypairs: int,
+    ) -> None:
+        self.address = address
+        self.public_key = public_key
+        self.static_public = static_public
+        self.trusted = trusted
+        self.endpoints: list[Addr] = []
+        #: The address authenticated traffic from the peer last came from.
+        self.path: Addr | None = None
+        self.keys = KeyRing(max_keypairs)
+        self.handshake: OutgoingHandshake | None = None
+        self.handshake_retry_at: float | None = None
+        #: When the current handshake attempt gives up (set by the first initiation).
+        self.handshake_deadline: float | None = None
+        self.cookie_jar: CookieJar | None = None
+        self.cookie_resent = False
+        #: Replay protection (DESIGN 4): the newest initiation stamp accepted from the peer.
+        self.newest_initiation_ns = -1
+        #: The peer's instance id from the last handshake; a new one means it restarted.
+        self.instance_id: bytes | None = None
+        self.connection: Connection | None = None
+        self.keepalive_due = False
+        #: Whether the application was told about the current session (HandshakeCompleted).
+        self.announced = False
+        self.restart_unannounced = False
+        self.close_reason: str | None = None
+        self.last_received = float("-inf")
+        self.last_sent = float("-inf")
