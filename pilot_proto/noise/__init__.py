@@ -8,7 +8,12 @@ from __future__ import annotations
 
 from .cipher_state import CipherState
 from .handshake_state import HandshakeState
-from .patterns import HandshakePattern, check_pattern_validity, derive_pattern
+from .patterns import (
+    HandshakePattern,
+    base_pattern_names,
+    check_pattern_validity,
+    derive_pattern,
+)
 from .protocol import NoiseProtocol, parse_protocol_name
 from .suite import MAX_MESSAGE_LEN
 from .symmetric_state import SymmetricState
@@ -20,6 +25,7 @@ __all__ = [
     "HandshakeState",
     "NoiseProtocol",
     "SymmetricState",
+    "base_pattern_names",
     "check_pattern_validity",
     "derive_pattern",
     "parse_protocol_name",

@@ -36,9 +36,16 @@ class CipherState:
         if len(key) != KEYLEN:
             raise NoiseError(f"cipher key must be {KEYLEN} bytes, got {len(key)}")
         self._key = bytes(key)
-        # One AESGCM object per key: building one costs more than encrypting a packet.
-        self._aead = AESGCM(self._key)
+        # One AESGCM object per key, built on first use: a handshake often mixes several
+        # keys in a row without encrypting under them.
+        self._aead = None
         self._nonce = 0
+
+    def _cipher(self) -> AESGCM | None:
+        aead = self._aead
+        if aead is None and self._key is not None:
+            aead = self._aead = AESGCM(self._key)
+        return aead
 
     def copy(self) -> CipherState:
         """An independent CipherState with the same key and nonce."""
@@ -50,7 +57,7 @@ class CipherState:
 
     @property
     def has_key(self) -> bool:
-        return self._aead is not None
+        return self._key is not None
 
     @property
     def key(self) -> bytes | None:
@@ -69,7 +76,7 @@ class CipherState:
 
     def encrypt_with_ad(self, ad: bytes, plaintext: bytes) -> bytes:
         """EncryptWithAd: AEAD-encrypt under (k, n) and advance n; plaintext if no key."""
-        aead = self._aead
+        aead = self._cipher()
         if aead is None:
             return plaintext
         n = self._nonce
@@ -86,7 +93,7 @@ class CipherState:
 
     def decrypt_with_ad(self, ad: bytes, ciphertext: bytes) -> bytes:
         """DecryptWithAd: authenticate and decrypt; on failure n stays where it was."""
-        aead = self._aead
+        aead = self._cipher()
         if aead is None:
             return ciphertext
         n = self._nonce
@@ -108,7 +115,7 @@ class CipherState:
 
     def rekey(self) -> None:
         """Rekey(): section 11.3, k = first 32 bytes of ENCRYPT(k, 2^64-1, empty, zeros)."""
-        aead = self._aead
+        aead = self._cipher()
         if aead is None:
             raise NoiseError("cannot rekey a CipherState that has no key")
         new_key = aead.encrypt(_REKEY_NONCE, _ZEROS, b"")[:KEYLEN]

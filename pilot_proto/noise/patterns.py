@@ -83,6 +83,18 @@ class HandshakePattern:
         return "\n".join(lines)
 
 
+def base_pattern_names() -> list[str]:
+    """Every base pattern name the naming rules allow: one-way, fundamental, deferred.
+
+    Generated from the grammar above (3 + 12 + 23 names), not from a list of patterns.
+    """
+    names = ["N", "K", "X"]
+    initiator_options = ("N", "K", "K1", "X", "X1", "I", "I1")
+    responder_options = ("N", "K", "K1", "X", "X1")
+    names += [i + r for i in initiator_options for r in responder_options]
+    return names
+
+
 def derive_pattern(name: str) -> HandshakePattern:
     """The HandshakePattern a pattern name denotes; NoiseError if it denotes none we support."""
     base, modifiers = _split_pattern_name(name)
