@@ -79,7 +79,7 @@ class OutgoingHandshake:
         rng: Callable[[int], bytes],
     ) -> None:
         self._state = HandshakeState(
-            IK, initiator=True, prologue=PROLOGUE, s=identity.static_private, rs=remote_static, rng=rng
+            IK, initiator=True, prologue=PROLOGUE, s=identity.static_private_key, rs=remote_static, rng=rng
         )
         self._expected_address = expected_address
         self.sender_index = sender_index
@@ -128,7 +128,7 @@ class IncomingInitiation:
 def read_initiation(
     identity: Identity, noise_message: bytes, bindings: BindingCache, rng: Callable[[int], bytes]
 ) -> IncomingInitiation | None:
-    state = HandshakeState(IK, initiator=False, prologue=PROLOGUE, s=identity.static_private, rng=rng)
+    state = HandshakeState(IK, initiator=False, prologue=PROLOGUE, s=identity.static_private_key, rng=rng)
     try:
         payload = state.read_message(noise_message)
     except NoiseError:

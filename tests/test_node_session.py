@@ -99,7 +99,7 @@ class ImpostorIdentity:
         self.static_binding = impostor.sign(DOMAIN_STATIC_BINDING, victim.static_public + impostor.public_key)
 
     def __getattr__(self, name: str) -> object:
-        if name in ("static_private", "static_public"):
+        if name in ("static_private", "static_private_key", "static_public"):
             return getattr(self._victim, name)
         return getattr(self._impostor, name)
 
