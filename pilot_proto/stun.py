@@ -279,8 +279,8 @@ def _message_type(method: int, message_class: int) -> int:
 
 
 def _split_message_type(message_type: int) -> tuple[int, StunClass]:
-    method = (message_type & 0x000F) | ((message_type & 0x00E0) >> 1) | (
-        (message_type & 0x3E00) >> 2
+    method = (
+        (message_type & 0x000F) | ((message_type & 0x00E0) >> 1) | ((message_type & 0x3E00) >> 2)
     )
     message_class = ((message_type >> 7) & 0b10) | ((message_type >> 4) & 0b01)
     return method, StunClass(message_class)
@@ -416,9 +416,7 @@ def _validate_value(attr_type: int, value: bytes, transaction_id: bytes) -> None
     elif attr_type == StunAttr.MESSAGE_INTEGRITY:
         if len(value) != 20:
             raise StunDecodeError("MESSAGE-INTEGRITY is not 20 bytes")
-    elif attr_type == StunAttr.MESSAGE_INTEGRITY_SHA256 and not _valid_sha256_length(
-        len(value)
-    ):
+    elif attr_type == StunAttr.MESSAGE_INTEGRITY_SHA256 and not _valid_sha256_length(len(value)):
         raise StunDecodeError("MESSAGE-INTEGRITY-SHA256 is not 16-32 bytes in steps of 4")
 
 
@@ -625,9 +623,7 @@ def decode_message(data: bytes) -> StunMessage:
         _validate_value(attr_type, value, tid)
         attributes.append((attr_type, value))
         if attr_type == StunAttr.MESSAGE_INTEGRITY:
-            allowed_after = frozenset(
-                {StunAttr.MESSAGE_INTEGRITY_SHA256, StunAttr.FINGERPRINT}
-            )
+            allowed_after = frozenset({StunAttr.MESSAGE_INTEGRITY_SHA256, StunAttr.FINGERPRINT})
         elif attr_type == StunAttr.MESSAGE_INTEGRITY_SHA256:
             allowed_after = frozenset({StunAttr.FINGERPRINT})
         elif attr_type == StunAttr.FINGERPRINT:
@@ -724,9 +720,7 @@ def build_binding_response(
         attrs.append(address_attribute(StunAttr.OTHER_ADDRESS, other_address))
     if software is not None:
         attrs.append(text_attribute(StunAttr.SOFTWARE, software))
-    msg = StunMessage(
-        StunMethod.BINDING, StunClass.SUCCESS_RESPONSE, transaction_id, tuple(attrs)
-    )
+    msg = StunMessage(StunMethod.BINDING, StunClass.SUCCESS_RESPONSE, transaction_id, tuple(attrs))
     return encode_message(msg, key=key, integrity=integrity, fingerprint=fingerprint)
 
 

@@ -158,9 +158,7 @@ class _Transaction:
 class StunClient:
     """Binding transactions toward any number of STUN servers, sans-IO."""
 
-    def __init__(
-        self, rng: Callable[[int], bytes], config: StunClientConfig | None = None
-    ) -> None:
+    def __init__(self, rng: Callable[[int], bytes], config: StunClientConfig | None = None) -> None:
         self.config = config or StunClientConfig()
         self._rng = rng
         self._transactions: dict[bytes, _Transaction] = {}
@@ -198,9 +196,7 @@ class StunClient:
             software=self.config.software,
             change_request=change_request,
         )
-        tx = _Transaction(
-            tid, server, response_from or server, request, key, now, self.config.rto
-        )
+        tx = _Transaction(tid, server, response_from or server, request, key, now, self.config.rto)
         self._transactions[tid] = tx
         self._outbox.append(Transmit(request, server))
         self.stats["requests_sent"] += 1
