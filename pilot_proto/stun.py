@@ -68,6 +68,9 @@ HEADER_SIZE = 20
 TRANSACTION_ID_SIZE = 12
 #: RFC 8489 section 14.7: FINGERPRINT is CRC-32 XOR 0x5354554e ("STUN").
 FINGERPRINT_XOR = 0x5354554E
+# RFC 7983 section 7: methods 0x100-0xFFF are reserved, so the first byte stays in 0-3.
+_MAX_METHOD = 0xFF
+_MAX_FIRST_BYTE = 3
 _MAX_BODY = 0xFFFF - 3  # the 16-bit length field, rounded down to a multiple of 4
 #: RFC 8489 section 14.8: the reason phrase is at most 127 characters.
 _MAX_REASON_CHARS = 127
@@ -98,7 +101,7 @@ class StunClass(IntEnum):
 
 
 class StunMethod(IntEnum):
-    """Methods this module builds; decoding keeps any 12-bit method as a plain int."""
+    """Methods this module builds; decoding keeps any other method (0-0xFF) as a plain int."""
 
     BINDING = 0x001
 
@@ -237,7 +240,9 @@ class StunMessage:
 
     @property
     def software(self) -> str | None:
-        return self._text(StunAttr.SOFTWARE)
+        # Informational only: a broken one is shown, never fatal.
+        v = self.get(StunAttr.SOFTWARE)
+        return None if v is None else v.decode("utf-8", errors="replace")
 
     @property
     def error_code(self) -> ErrorCode | None:
@@ -541,8 +546,8 @@ def encode_message(
     are computed and appended; with `fingerprint`, FINGERPRINT comes last.
     """
     tid = _check_tid(message.transaction_id)
-    if not 0 <= message.method <= 0xFFF:
-        raise LocalProtocolError("a STUN method is 12 bits")
+    if not 0 <= message.method <= _MAX_METHOD:
+        raise LocalProtocolError("STUN methods above 0xFF are reserved (RFC 7983)")
     if (key is not None or fingerprint) and any(t in _TRAILERS for t in message.attribute_types):
         raise LocalProtocolError(
             "the message already carries integrity or fingerprint attributes; "
@@ -573,12 +578,14 @@ def encode_message(
 def is_stun(data: bytes) -> bool:
     """Whether `data` looks like a STUN message, for demultiplexing a shared socket.
 
-    RFC 7983 / RFC 8489 section 5: the first two bits are zero, bytes 4-7 are the magic
-    cookie, and the length field is a multiple of 4 that accounts for the whole datagram.
+    RFC 8489 section 5 and RFC 7983: the first byte is 0-3 (the two top bits are zero, and
+    methods above 0xFF are reserved so STUN never reaches the DTLS range 20-63), bytes 4-7
+    are the magic cookie, and the length field is a multiple of 4 that accounts for the
+    whole datagram.
     """
     return (
         len(data) >= HEADER_SIZE
-        and data[0] & 0xC0 == 0
+        and data[0] <= _MAX_FIRST_BYTE
         and data[4:8] == _COOKIE_BYTES
         and (int.from_bytes(data[2:4], "big")) % 4 == 0
         and HEADER_SIZE + int.from_bytes(data[2:4], "big") == len(data)
