@@ -49,3 +49,39 @@ class MessageTooLarge(LocalProtocolError):
 
 class NoiseError(PilotError):
     """A Noise handshake or cipher operation failed (bad MAC, wrong state, bad input)."""
+
+
+class UnknownStream(LocalProtocolError):
+    """A stream id that is not open on this connection (never opened, or already closed)."""
+
+
+class StreamStateError(LocalProtocolError):
+    """The stream's state does not allow this (writing after end_stream, after a reset...)."""
+
+
+class StreamBufferFull(LocalProtocolError):
+    """More data than the stream's send buffer has room for; wait for `StreamWritable`."""
+
+    def __init__(self, size: int, capacity: int) -> None:
+        super().__init__(
+            f"{size} bytes do not fit in the stream's send buffer ({capacity} bytes free); "
+            f"write at most stream_send_capacity() and wait for StreamWritable"
+        )
+        self.size = size
+        self.capacity = capacity
+
+
+class ConnectionClosedError(LocalProtocolError):
+    """The delivery connection was closed; nothing more can be sent on it."""
+
+
+class UnknownMessage(LocalProtocolError):
+    """A message id that is not awaiting confirmation (never received, or confirmed already)."""
+
+
+class InvalidMessageType(LocalProtocolError):
+    """A message type other than "text", "json" or "binary", or an invalid reply_to id."""
+
+
+class InvalidPort(LocalProtocolError):
+    """A stream port outside 0-65535."""

@@ -1,0 +1,44 @@
+"""Reliable delivery inside a session: frames, streams, messages, datagrams, loss
+recovery, congestion and flow control, path MTU (DESIGN section 5).
+
+The Node owns one `Connection` per peer and feeds it the plaintext of authenticated
+transport packets; see connection.py for the contract.
+"""
+
+from __future__ import annotations
+
+from .config import DeliveryConfig
+from .connection import Connection, ConnectionState, ResetCode
+from .events import (
+    ConnectionClosed,
+    DatagramReceived,
+    MessageDelivered,
+    MessageReceived,
+    PeerUnresponsive,
+    PongReceived,
+    StreamEnded,
+    StreamOpened,
+    StreamReadable,
+    StreamReset,
+    StreamWritable,
+)
+from .frames import FrameDecodeError
+
+__all__ = [
+    "Connection",
+    "ConnectionClosed",
+    "ConnectionState",
+    "DatagramReceived",
+    "DeliveryConfig",
+    "FrameDecodeError",
+    "MessageDelivered",
+    "MessageReceived",
+    "PeerUnresponsive",
+    "PongReceived",
+    "ResetCode",
+    "StreamEnded",
+    "StreamOpened",
+    "StreamReadable",
+    "StreamReset",
+    "StreamWritable",
+]

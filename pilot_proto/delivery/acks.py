@@ -1,0 +1,77 @@
+"""The receiving side of reliability: which packet numbers arrived, and when to ACK them.
+
+RFC 9000 section 13.2: an ACK goes out after every `ack_eliciting_threshold` ack-eliciting
+packets, at once when a packet arrives out of order, and otherwise within max_ack_delay.
+Packets that only carry ACKs or PADDING are recorded but never ACKed on their own.
+"""
+
+from __future__ import annotations
+
+from .ranges import RangeSet
+
+__all__ = ["AckTracker"]
+
+
+class AckTracker:
+    """Received packet numbers, duplicate detection and the delayed-ACK timer."""
+
+    __slots__ = (
+        "_eliciting_since_ack",
+        "_floor",
+        "_max_ack_delay",
+        "_max_kept_ranges",
+        "_ranges",
+        "_threshold",
+        "ack_deadline",
+        "largest_received",
+        "largest_received_time",
+        "unacked_packets",
+    )
+
+    def __init__(self, max_ack_delay: float, threshold: int, max_ack_ranges: int) -> None:
+        self._ranges = RangeSet()
+        # Packet numbers below the floor count as duplicates: old ranges are forgotten so
+        # that the state stays bounded on lossy paths.
+        self._floor = 0
+        self._max_ack_delay = max_ack_delay
+        self._threshold = threshold
+        self._max_kept_ranges = 4 * max_ack_ranges
+        self._eliciting_since_ack = 0
+        self.ack_deadline: float | None = None
+        self.largest_received = -1
+        self.largest_received_time = 0.0
+        #: Packets received since the last ACK we built (any kind).
+        self.unacked_packets = 0
+
+    def is_duplicate(self, packet_number: int) -> bool:
+        if packet_number < self._floor:
+            return True
+        return packet_number in self._ranges
+
+    def on_packet(self, packet_number: int, ack_eliciting: bool, now: float) -> None:
+        """Record a packet that authenticated, decoded and was not a duplicate."""
+        ranges = self._ranges
+        in_order = packet_number == self.largest_received + 1
+        ranges.add(packet_number, packet_number + 1)
+        if packet_number > self.largest_received:
+            self.largest_received = packet_number
+            self.largest_received_time = now
+        self.unacked_packets += 1
+        if len(ranges) > self._max_kept_ranges:
+            ranges.drop_oldest()
+            self._floor = ranges.low
+        if not ack_eliciting:
+            return
+        self._eliciting_since_ack += 1
+        if not in_order or self._eliciting_since_ack >= self._threshold:
+            self.ack_deadline = now
+        elif self.ack_deadline is None:
+            self.ack_deadline = now + self._max_ack_delay
+
+    def build(self, now: float, limit: int) -> tuple[tuple[tuple[int, int], ...], int]:
+        """The ranges (inclusive, largest first) and delay (microseconds) of an ACK frame."""
+        self._eliciting_since_ack = 0
+        self.ack_deadline = None
+        self.unacked_packets = 0
+        delay_us = int((now - self.largest_received_time) * 1_000_000)
+        return tuple(self._ranges.descending(limit)), max(delay_us, 0)

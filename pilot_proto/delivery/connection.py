@@ -1,0 +1,1121 @@
+"""Reliable delivery with one peer, sans-IO: the object the Node owns per peer.
+
+The Node feeds authenticated plaintext payloads to `receive_payload`, seals and sends what
+`payloads_to_send` returns, arms `get_timer` and hands `next_event` results to the
+application. Everything else (frames, streams, messages, loss recovery, congestion, path
+MTU) is composed here from the modules next to this one.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import Counter, deque
+from collections.abc import Callable, Collection
+from typing import Any
+
+from ..errors import (
+    ConnectionClosedError,
+    InvalidMessageType,
+    InvalidPort,
+    LocalProtocolError,
+    MessageTooLarge,
+    StreamStateError,
+    UnknownMessage,
+    UnknownStream,
+)
+from ..events import Event
+from .acks import AckTracker
+from .config import (
+    INITIAL_CONNECTION_CREDIT,
+    INITIAL_MESSAGE_CREDIT,
+    INITIAL_STREAM_CREDIT,
+    DeliveryConfig,
+)
+from .congestion import create_congestion_controller
+from .events import (
+    ConnectionClosed,
+    DatagramReceived,
+    MessageDelivered,
+    MessageReceived,
+    PeerUnresponsive,
+    PongReceived,
+    StreamEnded,
+    StreamOpened,
+    StreamReadable,
+    StreamReset,
+    StreamWritable,
+)
+from .flow import ReceiveWindow, SendCredit
+from .frames import (
+    CHALLENGE_SIZE,
+    MESSAGE_ID_SIZE,
+    MESSAGE_TYPES,
+    Ack,
+    Close,
+    Datagram,
+    FrameDecodeError,
+    MaxData,
+    MaxMessageData,
+    MaxStreamData,
+    Message,
+    Padding,
+    Ping,
+    Pong,
+    Receipt,
+    Stream,
+    decode_payload,
+    encode_frame,
+)
+from .frames import StreamReset as StreamResetFrame
+from .messages import KIND_MESSAGE, IncomingMessages, OutgoingMessage, OutgoingMessages
+from .pacing import Pacer
+from .pmtu import PathMtu
+from .receive_stream import ReceiveStream, StreamViolation
+from .recovery import LossRecovery, SentPacket
+from .send_stream import KIND_STREAM, SendStream
+from .stream_states import ReceiveState, SendState
+from .varint import encode_varint, varint_size
+
+__all__ = [
+    "CONNECTION_TRANSITIONS",
+    "Connection",
+    "ConnectionEvent",
+    "ConnectionState",
+    "ResetCode",
+]
+
+# Kinds of sent-frame records (first tuple element) besides KIND_STREAM and KIND_MESSAGE.
+KIND_CONTROL = 2  # (KIND_CONTROL, encoded frame): resent as it was (RECEIPT, STREAM_RESET)
+KIND_MAX_DATA = 3
+KIND_MAX_STREAM_DATA = 4  # (KIND_MAX_STREAM_DATA, local stream id)
+KIND_MAX_MESSAGE_DATA = 5
+
+_PROBE_CHALLENGE = bytes(CHALLENGE_SIZE)
+_MAX_PENDING_PONGS = 16
+_MAX_OUTSTANDING_PINGS = 64
+_ACK_FRAME_RESERVE = 64  # room kept for control frames when sizing data
+
+
+class ResetCode(enum.IntEnum):
+    """STREAM_RESET codes (the text reason travels alongside)."""
+
+    APPLICATION = 0
+    PORT_NOT_LISTENING = 1
+    TOO_MANY_STREAMS = 2
+
+
+class ConnectionState(enum.Enum):
+    OPEN = "open"
+    CLOSING = "closing"  # we sent CLOSE; stray packets get it again (RFC 9000 section 10.2.1)
+    DRAINING = "draining"  # the peer sent CLOSE; we send nothing (RFC 9000 section 10.2.2)
+    CLOSED = "closed"
+
+
+class ConnectionEvent(enum.Enum):
+    LOCAL_CLOSE = "local_close"
+    PEER_CLOSE = "peer_close"
+    TIMEOUT = "timeout"  # the closing or draining period ended
+    REPLACED = "replaced"  # successor() took over
+
+
+CONNECTION_TRANSITIONS: dict[tuple[ConnectionState, ConnectionEvent], ConnectionState] = {
+    (ConnectionState.OPEN, ConnectionEvent.LOCAL_CLOSE): ConnectionState.CLOSING,
+    (ConnectionState.OPEN, ConnectionEvent.PEER_CLOSE): ConnectionState.DRAINING,
+    (ConnectionState.OPEN, ConnectionEvent.REPLACED): ConnectionState.CLOSED,
+    (ConnectionState.CLOSING, ConnectionEvent.PEER_CLOSE): ConnectionState.DRAINING,
+    (ConnectionState.CLOSING, ConnectionEvent.TIMEOUT): ConnectionState.CLOSED,
+    (ConnectionState.CLOSING, ConnectionEvent.REPLACED): ConnectionState.CLOSED,
+    (ConnectionState.DRAINING, ConnectionEvent.TIMEOUT): ConnectionState.CLOSED,
+    (ConnectionState.DRAINING, ConnectionEvent.REPLACED): ConnectionState.CLOSED,
+}
+
+
+class _StreamEntry:
+    """Both halves of one stream and what the application knows about it."""
+
+    __slots__ = (
+        "announced", "awaiting_final_size", "port", "receive", "reset", "send", "stream_id",
+    )
+
+    def __init__(
+        self, stream_id: int, send: SendStream, receive: ReceiveStream, port: int | None,
+        announced: bool,
+    ) -> None:
+        self.stream_id = stream_id
+        self.send = send
+        self.receive = receive
+        self.port = port
+        #: The application knows the stream (it opened it, or got StreamOpened).
+        self.announced = announced
+        #: Reset (by either side); no further stream events.
+        self.reset = False
+        #: We reset it and still need the peer's final size for connection flow control.
+        self.awaiting_final_size = False
+
+
+class Connection:
+    """Reliable, flow- and congestion-controlled delivery to one peer.
+
+    Stream ids: streams we open are even, streams the peer opens are odd. On the wire a
+    frame carries the sender's id; the receiver flips the low bit.
+    """
+
+    def __init__(
+        self,
+        address: str,
+        config: DeliveryConfig,
+        *,
+        rng: Callable[[int], bytes],
+        now: float,
+        listening_ports: Collection[int] | Callable[[int], bool],
+    ) -> None:
+        self.address = address
+        self.config = config
+        #: Bytes the Node adds around each payload (header + AEAD tag; relaying adds more).
+        self.packet_overhead = 29
+        self.stats: Counter[str] = Counter()
+        self._rng = rng
+        self._listening = listening_ports
+        self._events: deque[Event] = deque()
+        self._state = ConnectionState.OPEN
+        self._close_frame: bytes | None = None
+        self._close_pending = False
+        self._close_deadline: float | None = None
+        self._last_close_sent = float("-inf")
+
+        self._next_packet_number = 0
+        self._acks = AckTracker(
+            config.max_ack_delay, config.ack_eliciting_threshold, config.max_ack_ranges
+        )
+        self._pmtu = self._new_path_mtu()
+        self._recovery = self._new_recovery()
+        self._pacer = Pacer(config.pacing, config.pacing_burst_packets)
+        self._pacing_until: float | None = None
+        self._probes_due = 0
+        self._unresponsive = False
+
+        self._streams: dict[int, _StreamEntry] = {}
+        self._next_local_stream = 0
+        self._next_peer_stream = 1
+        self._peer_stream_count = 0
+        self._ready: deque[SendStream | OutgoingMessages] = deque()
+        self._send_credit = SendCredit(INITIAL_CONNECTION_CREDIT)
+        self._receive_window = ReceiveWindow(
+            INITIAL_CONNECTION_CREDIT, config.connection_receive_window
+        )
+
+        self._outgoing = OutgoingMessages(INITIAL_MESSAGE_CREDIT)
+        self._outgoing_in_ready = False
+        self._incoming = IncomingMessages(
+            INITIAL_MESSAGE_CREDIT, config.message_receive_window, config.max_message_size,
+            self._deliver_message,
+        )
+        self._unconfirmed: set[bytes] = set()
+
+        self._control: list[bytes] = []
+        self._datagrams: deque[bytes] = deque()
+        self._pongs: list[bytes] = []
+        self._pings_to_send: list[bytes] = []
+        self._pings: dict[bytes, float] = {}
+        # Grant our configured windows at once (the protocol's initial credit is small).
+        self._max_data_due = self._receive_window.update_due()
+        self._max_message_data_due = self._incoming.window.update_due()
+        self._max_stream_data_due: set[int] = set()
+
+    # ================================================================== construction
+
+    def _new_path_mtu(self) -> PathMtu:
+        config = self.config
+        return PathMtu(
+            base=config.base_datagram_size,
+            maximum=config.max_datagram_size,
+            forced=config.forced_datagram_size,
+            max_probes=config.pmtu_max_probes,
+            granularity=config.pmtu_search_granularity,
+            raise_interval=config.pmtu_raise_interval,
+        )
+
+    def _new_recovery(self) -> LossRecovery:
+        config = self.config
+        cc = create_congestion_controller(
+            config.congestion_control, self._pmtu.current, config.initial_window_packets,
+            config.minimum_window_packets, config.loss_reduction_factor,
+        )
+        return LossRecovery(
+            cc,
+            initial_rtt=config.initial_rtt,
+            max_ack_delay=config.max_ack_delay,
+            packet_threshold=config.packet_threshold,
+            time_threshold=config.time_threshold,
+            granularity=config.timer_granularity,
+            max_pto_backoff=config.max_pto_backoff,
+        )
+
+    # ================================================================== properties
+
+    @property
+    def state(self) -> ConnectionState:
+        return self._state
+
+    @property
+    def is_closed(self) -> bool:
+        """True once `close` was called or the peer's CLOSE arrived."""
+        return self._state is not ConnectionState.OPEN
+
+    @property
+    def peer_unresponsive(self) -> bool:
+        """No ACK for `unresponsive_pto_count` probe timeouts; cleared by the next ACK."""
+        return self._unresponsive
+
+    @property
+    def datagram_size(self) -> int:
+        """The confirmed path MTU: UDP payload bytes (payload + packet_overhead)."""
+        return self._pmtu.current
+
+    @property
+    def max_datagram_payload(self) -> int:
+        """The largest `send_datagram` that fits one packet at the current path MTU."""
+        space = self._pmtu.current - self.packet_overhead - 8 - 1
+        return max(space - varint_size(max(space, 0)), 0)
+
+    @property
+    def smoothed_rtt(self) -> float:
+        return self._recovery.rtt.smoothed_rtt
+
+    @property
+    def congestion_window(self) -> int:
+        return self._recovery.cc.congestion_window
+
+    @property
+    def bytes_in_flight(self) -> int:
+        return self._recovery.cc.bytes_in_flight
+
+    def next_event(self) -> Event | None:
+        """The oldest event not yet handed out, or None."""
+        return self._events.popleft() if self._events else None
+
+    # ================================================================== application API
+
+    def _check_open(self) -> None:
+        if self._state is not ConnectionState.OPEN:
+            raise ConnectionClosedError(f"the connection to {self.address} is closed")
+
+    def send_message(
+        self, data: bytes, now: float, type: str = "text", reply_to: bytes | None = None
+    ) -> bytes:
+        """Queue a message; return its random 128-bit id. Raises MessageTooLarge above
+        `max_message_size`."""
+        self._check_open()
+        if type not in MESSAGE_TYPES:
+            raise InvalidMessageType(
+                f"message type {type!r} is not one of {', '.join(MESSAGE_TYPES)}"
+            )
+        if reply_to is not None and (
+            not isinstance(reply_to, bytes) or len(reply_to) != MESSAGE_ID_SIZE
+        ):
+            raise InvalidMessageType("reply_to must be a 16-byte message id")
+        if len(data) > self.config.max_message_size:
+            raise MessageTooLarge(len(data), self.config.max_message_size, "message")
+        message_id = self._random_message_id()
+        message = OutgoingMessage(
+            message_id, MESSAGE_TYPES.index(type), bytes(data), reply_to
+        )
+        self._outgoing.add(message)
+        self._schedule_messages()
+        return message_id
+
+    def _random_message_id(self) -> bytes:
+        for _ in range(4):
+            message_id = bytes(self._rng(MESSAGE_ID_SIZE))
+            if len(message_id) != MESSAGE_ID_SIZE:
+                raise LocalProtocolError("rng returned the wrong number of bytes")
+            if message_id not in self._outgoing.unreceipted:
+                return message_id
+        raise LocalProtocolError("rng keeps returning message ids already in use")
+
+    def confirm_persisted(self, message_id: bytes, now: float) -> None:
+        """The application stored a received message: send its RECEIPT."""
+        try:
+            self._unconfirmed.remove(message_id)
+        except KeyError:
+            raise UnknownMessage(
+                f"message {bytes(message_id).hex()} is not awaiting confirmation"
+            ) from None
+        if self._state is ConnectionState.OPEN:
+            self._control.append(encode_frame(Receipt(message_id)))
+
+    def open_stream(self, port: int, now: float) -> int:
+        """Open a stream to the peer's `port`; return its id (even numbers)."""
+        self._check_open()
+        if not isinstance(port, int) or not 0 <= port <= 0xFFFF:
+            raise InvalidPort(f"port {port!r} is not in 0-65535")
+        stream_id = self._next_local_stream
+        self._next_local_stream += 2
+        entry = _StreamEntry(
+            stream_id,
+            SendStream(stream_id, port, INITIAL_STREAM_CREDIT, self.config.stream_send_buffer),
+            ReceiveStream(INITIAL_STREAM_CREDIT, self.config.stream_receive_window),
+            port,
+            announced=True,
+        )
+        self._streams[stream_id] = entry
+        self._max_stream_data_due.add(stream_id)
+        self._schedule(entry.send)
+        return stream_id
+
+    def _entry(self, stream_id: int) -> _StreamEntry:
+        entry = self._streams.get(stream_id)
+        if entry is None or not entry.announced:
+            if self._was_open(stream_id):
+                raise StreamStateError(f"stream {stream_id} is closed")
+            raise UnknownStream(f"stream {stream_id} was never opened")
+        return entry
+
+    def _was_open(self, stream_id: int) -> bool:
+        """A stream that existed and has been forgotten (both directions finished)."""
+        if not isinstance(stream_id, int) or stream_id < 0:
+            return False
+        if stream_id & 1:
+            return stream_id < self._next_peer_stream
+        return stream_id < self._next_local_stream
+
+    def send_stream(
+        self, stream_id: int, data: bytes, now: float, end_stream: bool = False
+    ) -> None:
+        """Queue data (at most `stream_send_capacity`, else StreamBufferFull) and
+        optionally end our direction of the stream (half-close)."""
+        self._check_open()
+        entry = self._entry(stream_id)
+        entry.send.write(data if type(data) is bytes else bytes(data), end_stream)
+        self._schedule(entry.send)
+
+    def stream_send_capacity(self, stream_id: int) -> int:
+        """Bytes `send_stream` accepts now; 0 after end_stream, a reset or the close."""
+        entry = self._streams.get(stream_id)
+        if entry is None and self._was_open(stream_id):
+            return 0
+        return self._entry(stream_id).send.capacity
+
+    def read_stream(self, stream_id: int, max_bytes: int = -1) -> bytes:
+        """Up to `max_bytes` (all if negative) in-order bytes; b"" if none are waiting.
+        Reading returns credit to the peer. A stream that finished reads as b"" too."""
+        entry = self._streams.get(stream_id)
+        if entry is None and self._was_open(stream_id):
+            return b""
+        entry = self._entry(stream_id)
+        receive = entry.receive
+        data = receive.read(max_bytes)
+        if data:
+            self._receive_window.consumed += len(data)
+            if receive.window.update_due():
+                self._max_stream_data_due.add(stream_id)
+            if self._receive_window.update_due():
+                self._max_data_due = True
+        if not receive.readable_bytes:
+            receive.readable_signalled = False
+        if receive.finish_if_read():
+            self._events.append(StreamEnded(self.address, stream_id))
+            self._maybe_forget(entry)
+        return data
+
+    def reset_stream(self, stream_id: int, now: float, reason: str = "") -> None:
+        """Abort the stream in both directions; the peer gets StreamReset(reason).
+        Resetting a stream that already finished or was reset does nothing."""
+        entry = self._streams.get(stream_id)
+        if entry is None and self._was_open(stream_id):
+            return
+        entry = self._entry(stream_id)
+        if entry.reset:
+            return
+        self._reset(entry, ResetCode.APPLICATION, reason)
+
+    def send_datagram(self, data: bytes, now: float) -> bool:
+        """Queue an unreliable datagram. False (and counted) if it cannot fit a packet."""
+        self._check_open()
+        if len(data) > self.max_datagram_payload:
+            self.stats["datagram_too_large"] += 1
+            return False
+        datagrams = self._datagrams
+        if len(datagrams) >= self.config.datagram_queue_limit:
+            datagrams.popleft()
+            self.stats["datagram_queue_overflow"] += 1
+        datagrams.append(bytes(data))
+        return True
+
+    def ping(self, now: float) -> bytes:
+        """Send a PING; the matching PongReceived carries the returned challenge."""
+        self._check_open()
+        challenge = bytes(self._rng(CHALLENGE_SIZE))
+        if len(challenge) != CHALLENGE_SIZE:
+            raise LocalProtocolError("rng returned the wrong number of bytes")
+        pings = self._pings
+        if len(pings) >= _MAX_OUTSTANDING_PINGS:
+            del pings[next(iter(pings))]
+        pings[challenge] = now
+        self._pings_to_send.append(challenge)
+        return challenge
+
+    def close(self, now: float, reason: str = "") -> None:
+        """Send CLOSE and stop. ConnectionClosed(by_peer=False) is emitted at once."""
+        if self._state is not ConnectionState.OPEN:
+            return
+        self._transition(ConnectionEvent.LOCAL_CLOSE)
+        self._close_frame = encode_frame(Close(0, reason))
+        self._close_pending = True
+        self._close_deadline = now + self.config.closing_ptos * self._recovery.pto_duration()
+        self._events.append(ConnectionClosed(self.address, reason, False))
+
+    def successor(self, now: float) -> Connection:
+        """A fresh Connection for the restarted peer: every message not yet receipted is
+        queued again, queued datagrams are dropped, open streams get StreamReset."""
+        fresh = Connection(
+            self.address, self.config, rng=self._rng, now=now, listening_ports=self._listening
+        )
+        fresh.packet_overhead = self.packet_overhead
+        fresh._events.extend(self._events)
+        self._events.clear()
+        for entry in self._streams.values():
+            if entry.announced and not entry.reset:
+                fresh._events.append(StreamReset(self.address, entry.stream_id, "peer restarted"))
+        for old in self._outgoing.unreceipted.values():
+            fresh._outgoing.add(
+                OutgoingMessage(old.message_id, old.type_code, old.data, old.reply_to)
+            )
+        fresh._schedule_messages()
+        fresh._unconfirmed = set(self._unconfirmed)
+        if self._state is not ConnectionState.CLOSED:
+            self._transition(ConnectionEvent.REPLACED)
+        self._streams.clear()
+        self._ready.clear()
+        return fresh
+
+    def path_changed(self, now: float) -> None:
+        """The Node moved to a new path or session: everything in flight is resent there,
+        and RTT, congestion window and path MTU start afresh (RFC 9000 section 9.4)."""
+        for packet in self._recovery.discard_all():
+            self._requeue(packet.frames)
+        largest_sent = self._recovery.largest_sent
+        self._pmtu = self._new_path_mtu()
+        self._recovery = self._new_recovery()
+        self._recovery.largest_sent = largest_sent
+        self._pacer = Pacer(self.config.pacing, self.config.pacing_burst_packets)
+        self._pacing_until = None
+        self._unresponsive = False
+
+    # ================================================================== scheduling
+
+    def _schedule(self, send: SendStream) -> None:
+        if not send.in_ready and send.has_work(self._send_credit.available):
+            send.in_ready = True
+            self._ready.append(send)
+
+    def _schedule_messages(self) -> None:
+        if not self._outgoing_in_ready and self._outgoing.has_work():
+            self._outgoing_in_ready = True
+            self._ready.append(self._outgoing)
+
+    def _transition(self, event: ConnectionEvent) -> None:
+        self._state = CONNECTION_TRANSITIONS[(self._state, event)]
+
+    # ================================================================== receiving
+
+    def receive_payload(self, payload: bytes, now: float) -> None:
+        """Take one authenticated plaintext payload. Never raises on remote input."""
+        stats = self.stats
+        state = self._state
+        if state is not ConnectionState.OPEN:
+            stats["packet_after_close"] += 1
+            if state is ConnectionState.CLOSING and now >= self._last_close_sent + max(
+                self._recovery.rtt.smoothed_rtt, self.config.timer_granularity
+            ):
+                self._close_pending = True
+            return
+        try:
+            packet_number, frames = decode_payload(payload)
+        except FrameDecodeError:
+            stats["garbage_payload"] += 1
+            return
+        acks = self._acks
+        if acks.is_duplicate(packet_number):
+            stats["duplicate_packet"] += 1
+            return
+        stats["packets_received"] += 1
+        size = len(payload)
+        ack_eliciting = False
+        for frame in frames:
+            kind = type(frame)
+            if kind is Stream:
+                ack_eliciting = True
+                self._on_stream(frame, size)  # type: ignore[arg-type]
+            elif kind is Ack:
+                self._on_ack(frame, now)  # type: ignore[arg-type]
+            elif kind is Message:
+                ack_eliciting = True
+                self._on_message(frame, size)  # type: ignore[arg-type]
+            elif kind is Padding:
+                pass
+            else:
+                ack_eliciting = True
+                self._on_control(frame, now)
+                if self._state is not ConnectionState.OPEN:
+                    break  # CLOSE: nothing after it matters
+        acks.on_packet(packet_number, ack_eliciting, now)
+
+    def _on_stream(self, frame: Stream, payload_size: int) -> None:
+        stream_id = frame.stream_id ^ 1
+        entry = self._streams.get(stream_id)
+        if entry is None:
+            entry = self._incoming_stream(stream_id)
+            if entry is None:
+                return
+        data = frame.data
+        # Keep a view into the payload only if the frame is most of it: a small chunk must
+        # not pin a large packet in memory (credit counts the chunk, not the packet).
+        if 2 * len(data) < payload_size:
+            data = bytes(data)
+        receive = entry.receive
+        try:
+            grow = receive.check(frame.offset, len(data), frame.fin)
+        except StreamViolation as violation:
+            self.stats[violation.reason] += 1
+            return
+        window = self._receive_window
+        if grow:
+            if window.highest + grow > window.advertised:
+                self.stats["connection_credit_exceeded"] += 1
+                return
+            window.highest += grow
+        if receive.state is ReceiveState.RESET:
+            # We reset it: count the bytes for flow control and drop them.
+            receive.highest += grow
+            receive.read_offset = receive.highest
+            window.consumed += grow
+            if frame.fin:
+                receive.final_size = frame.offset + len(data)
+                entry.awaiting_final_size = False
+                self._maybe_forget(entry)
+            if self._receive_window.update_due():
+                self._max_data_due = True
+            return
+        receive.on_data(frame.offset, data, frame.fin)
+        if frame.port is not None and entry.port is None:
+            self._on_port(entry, frame.port)
+        if entry.announced:
+            if receive.readable_bytes and not receive.readable_signalled:
+                receive.readable_signalled = True
+                self._events.append(StreamReadable(self.address, stream_id))
+            elif receive.finish_if_read():
+                self._events.append(StreamEnded(self.address, stream_id))
+                self._maybe_forget(entry)
+
+    def _incoming_stream(self, stream_id: int) -> _StreamEntry | None:
+        """The entry for a peer stream seen for the first time, opening every lower id
+        implicitly (RFC 9000 section 3.2); None if the frame must be dropped."""
+        stats = self.stats
+        if not stream_id & 1:
+            stats["frame_for_unknown_local_stream" if stream_id >= self._next_local_stream
+                  else "frame_for_closed_stream"] += 1
+            return None
+        if stream_id < self._next_peer_stream:
+            stats["frame_for_closed_stream"] += 1
+            return None
+        limit = self.config.max_incoming_streams
+        if (stream_id - self._next_peer_stream) // 2 >= 2 * limit + 1 or len(
+            self._streams
+        ) >= 4 * limit + 64:
+            stats["stream_limit_violation"] += 1
+            return None
+        config = self.config
+        entry: _StreamEntry | None = None
+        while self._next_peer_stream <= stream_id:
+            new_id = self._next_peer_stream
+            self._next_peer_stream += 2
+            entry = _StreamEntry(
+                new_id,
+                SendStream(new_id, None, INITIAL_STREAM_CREDIT, config.stream_send_buffer),
+                ReceiveStream(INITIAL_STREAM_CREDIT, config.stream_receive_window),
+                None,
+                announced=False,
+            )
+            self._streams[new_id] = entry
+            self._peer_stream_count += 1
+            if self._peer_stream_count > limit:
+                self._reset(entry, ResetCode.TOO_MANY_STREAMS, "too many streams")
+        return entry
+
+    def _port_listening(self, port: int) -> bool:
+        listening = self._listening
+        if callable(listening):
+            return bool(listening(port))
+        return port in listening
+
+    def _on_port(self, entry: _StreamEntry, port: int) -> None:
+        entry.port = port
+        if entry.reset:
+            return
+        if not self._port_listening(port):
+            self.stats["stream_refused"] += 1
+            self._reset(entry, ResetCode.PORT_NOT_LISTENING, f"port {port} is not listening")
+            return
+        entry.announced = True
+        self._events.append(StreamOpened(self.address, entry.stream_id, port))
+        self._max_stream_data_due.add(entry.stream_id)
+
+    def _on_message(self, frame: Message, payload_size: int) -> None:
+        data = frame.data
+        if 2 * len(data) < payload_size:
+            data = bytes(data)
+        dropped = self._incoming.on_chunk(
+            frame.base, frame.message_id, frame.content_type, frame.total_length,
+            frame.offset, data, frame.reply_to,
+        )
+        if dropped is not None:
+            self.stats[dropped] += 1
+        if self._incoming.window.update_due():
+            self._max_message_data_due = True
+
+    def _deliver_message(
+        self, message_id: bytes, content_type: str, data: bytes, reply_to: bytes | None
+    ) -> None:
+        self._events.append(MessageReceived(self.address, message_id, content_type, data, reply_to))
+        if self.config.auto_confirm:
+            self._control.append(b"\x04" + message_id)
+        else:
+            self._unconfirmed.add(message_id)
+
+    def _on_control(self, frame: Any, now: float) -> None:
+        kind = type(frame)
+        stats = self.stats
+        if kind is MaxData:
+            if self._send_credit.raise_limit(frame.maximum):
+                for entry in self._streams.values():
+                    self._schedule(entry.send)
+        elif kind is MaxStreamData:
+            target = self._streams.get(frame.stream_id ^ 1)
+            if target is not None and target.send.credit.raise_limit(frame.maximum):
+                self._schedule(target.send)
+        elif kind is MaxMessageData:
+            if self._outgoing.credit.raise_limit(frame.maximum):
+                self._schedule_messages()
+        elif kind is Receipt:
+            message = self._outgoing.on_receipt(frame.message_id)
+            if message is None:
+                stats["unknown_receipt"] += 1
+            else:
+                self._events.append(MessageDelivered(self.address, frame.message_id))
+        elif kind is StreamResetFrame:
+            self._on_stream_reset(frame)
+        elif kind is Ping:
+            if len(self._pongs) < _MAX_PENDING_PONGS:
+                self._pongs.append(frame.challenge)
+            else:
+                stats["pong_queue_full"] += 1
+        elif kind is Pong:
+            sent = self._pings.pop(frame.challenge, None)
+            if sent is not None:
+                self._events.append(PongReceived(self.address, now - sent, frame.challenge))
+            elif frame.challenge != _PROBE_CHALLENGE:
+                stats["unsolicited_pong"] += 1
+        elif kind is Datagram:
+            self._events.append(DatagramReceived(self.address, bytes(frame.data)))
+        elif kind is Close:
+            self._transition(ConnectionEvent.PEER_CLOSE)
+            self._close_deadline = now + self.config.closing_ptos * self._recovery.pto_duration()
+            self._close_pending = False
+            self._events.append(ConnectionClosed(self.address, frame.reason, True))
+
+    def _on_stream_reset(self, frame: StreamResetFrame) -> None:
+        stream_id = frame.stream_id ^ 1
+        entry = self._streams.get(stream_id) or self._incoming_stream(stream_id)
+        if entry is None:
+            return
+        receive = entry.receive
+        final = frame.final_size
+        known = receive.final_size
+        if final < receive.highest or (known is not None and known != final):
+            self.stats["stream_reset_bad_final_size"] += 1
+            return
+        window = self._receive_window
+        grow = final - receive.highest
+        if window.highest + grow > window.advertised:
+            self.stats["connection_credit_exceeded"] += 1
+            return
+        window.highest += grow
+        receive.highest = final
+        window.consumed += receive.discard()
+        receive.final_size = final
+        entry.awaiting_final_size = False
+        if window.update_due():
+            self._max_data_due = True
+        if not entry.reset:
+            entry.reset = True
+            self._queue_reset_frame(entry, frame.code, frame.reason)
+            if entry.announced:
+                self._events.append(StreamReset(self.address, stream_id, frame.reason))
+        self._maybe_forget(entry)
+
+    def _reset(self, entry: _StreamEntry, code: int, reason: str) -> None:
+        """Abort a stream from our side: tell the peer, drop what we hold."""
+        entry.reset = True
+        self._queue_reset_frame(entry, code, reason)
+        receive = entry.receive
+        self._receive_window.consumed += receive.discard()
+        if self._receive_window.update_due():
+            self._max_data_due = True
+        entry.awaiting_final_size = receive.final_size is None
+        self._maybe_forget(entry)
+
+    def _queue_reset_frame(self, entry: _StreamEntry, code: int, reason: str) -> None:
+        send = entry.send
+        final = send.next_offset if send.state is SendState.RESET else send.reset()
+        self._control.append(encode_frame(StreamResetFrame(entry.stream_id, final, code, reason)))
+
+    def _maybe_forget(self, entry: _StreamEntry) -> None:
+        if entry.awaiting_final_size:
+            return
+        if entry.send.state not in (SendState.DONE, SendState.RESET):
+            return
+        if entry.receive.state not in (ReceiveState.DATA_READ, ReceiveState.RESET):
+            return
+        if self._streams.pop(entry.stream_id, None) is not None and entry.stream_id & 1:
+            self._peer_stream_count -= 1
+
+    # ================================================================== ACKs and loss
+
+    def _on_ack(self, frame: Ack, now: float) -> None:
+        recovery = self._recovery
+        result = recovery.on_ack_received(frame.ranges, frame.delay_us * 1e-6, now)
+        if result is None:
+            self.stats["ack_of_unsent_packet"] += 1
+            return
+        if not result.acked:
+            return
+        self._unresponsive = False
+        streams_touched: set[SendStream] | None = None
+        for packet in result.acked:
+            if packet.is_probe:
+                if self._pmtu.on_probe_acked(packet.number, now):
+                    recovery.cc.set_max_datagram_size(self._pmtu.current)
+                    self.stats["pmtu_raised"] += 1
+                continue
+            for record in packet.frames:
+                if record[0] == KIND_STREAM:
+                    send = record[1]
+                    send.on_acked(record[2], record[3], record[4])
+                    if streams_touched is None:
+                        streams_touched = {send}
+                    else:
+                        streams_touched.add(send)
+        if streams_touched:
+            for send in streams_touched:
+                self._after_send_acked(send)
+        if result.lost:
+            self._on_lost(result.lost, now)
+
+    def _after_send_acked(self, send: SendStream) -> None:
+        if send.want_writable and send.capacity >= send.buffer_limit >> 1:
+            send.want_writable = False
+            entry = self._streams.get(send.stream_id)
+            if entry is not None and entry.announced and not entry.reset:
+                self._events.append(StreamWritable(self.address, send.stream_id))
+        if send.state is SendState.DONE:
+            entry = self._streams.get(send.stream_id)
+            if entry is not None:
+                self._maybe_forget(entry)
+
+    def _on_lost(self, lost: list[SentPacket], now: float) -> None:
+        stats = self.stats
+        for packet in lost:
+            if packet.is_probe:
+                stats["pmtu_probes_lost"] += 1
+                self._pmtu.on_probe_lost(packet.number, now)
+                continue
+            stats["lost_packets"] += 1
+            self._requeue(packet.frames)
+
+    def _requeue(self, records: list[tuple[Any, ...]]) -> None:
+        """Queue the frames of a lost (or abandoned) packet again (RFC 9000 section 13.3)."""
+        resent = 0
+        for record in records:
+            kind = record[0]
+            if kind == KIND_STREAM:
+                send = record[1]
+                if send.on_lost(record[2], record[3], record[4]):
+                    resent += 1
+                    self._schedule(send)
+            elif kind == KIND_MESSAGE:
+                if self._outgoing.on_lost(record[1], record[2], record[3]):
+                    resent += 1
+                    self._schedule_messages()
+            elif kind == KIND_CONTROL:
+                resent += 1
+                self._control.append(record[1])
+            elif kind == KIND_MAX_DATA:
+                self._max_data_due = True
+            elif kind == KIND_MAX_STREAM_DATA:
+                if record[1] in self._streams:
+                    self._max_stream_data_due.add(record[1])
+            elif kind == KIND_MAX_MESSAGE_DATA:
+                self._max_message_data_due = True
+        if resent:
+            self.stats["retransmitted_frames"] += resent
+
+    # ================================================================== timers
+
+    def get_timer(self) -> float | None:
+        """The earliest time `handle_timer` must be called, or None."""
+        state = self._state
+        if state is not ConnectionState.OPEN:
+            if state is ConnectionState.CLOSED:
+                return None
+            return self._close_deadline
+        deadline = self._recovery.loss_detection_timer()
+        ack_deadline = self._acks.ack_deadline
+        if ack_deadline is not None and (deadline is None or ack_deadline < deadline):
+            deadline = ack_deadline
+        pacing = self._pacing_until
+        if pacing is not None and (deadline is None or pacing < deadline):
+            deadline = pacing
+        pmtu = self._pmtu.timer()
+        if pmtu is not None and (deadline is None or pmtu < deadline):
+            deadline = pmtu
+        return deadline
+
+    def handle_timer(self, now: float) -> None:
+        """Run whatever timers are due at `now`."""
+        state = self._state
+        if state is not ConnectionState.OPEN:
+            if (
+                state is not ConnectionState.CLOSED
+                and self._close_deadline is not None
+                and now >= self._close_deadline
+            ):
+                self._transition(ConnectionEvent.TIMEOUT)
+            return
+        if self._pacing_until is not None and now >= self._pacing_until:
+            self._pacing_until = None
+        self._pmtu.handle_timer(now)
+        recovery = self._recovery
+        deadline = recovery.loss_detection_timer()
+        if deadline is None or now < deadline:
+            return
+        lost, probe_timeout = recovery.on_timeout(now)
+        if lost:
+            self._on_lost(lost, now)
+        if probe_timeout:
+            self.stats["probe_timeouts"] += 1
+            # RFC 9002 section 6.2.4: one or two ack-eliciting probes, beyond the window.
+            self._probes_due = 2
+            if recovery.pto_count >= 2 and self._pmtu.on_black_hole(now):
+                recovery.cc.set_max_datagram_size(self._pmtu.current)
+                self.stats["pmtu_black_hole"] += 1
+            if recovery.pto_count >= self.config.unresponsive_pto_count and not self._unresponsive:
+                self._unresponsive = True
+                self._events.append(PeerUnresponsive(self.address))
+
+    # ================================================================== sending
+
+    def payloads_to_send(self, now: float) -> list[bytes]:
+        """Payloads to seal and send now, one per UDP datagram, in order."""
+        if self._state is not ConnectionState.OPEN:
+            return self._closing_payloads(now)
+        out: list[bytes] = []
+        recovery = self._recovery
+        cc = recovery.cc
+        pacer = self._pacer
+        acks = self._acks
+        overhead = self.packet_overhead
+        for _ in range(100_000):  # bounded: each round sends a packet or stops
+            datagram_size = self._pmtu.current
+            max_payload = datagram_size - overhead
+            probe = self._probes_due > 0
+            window_open = probe or cc.bytes_in_flight < cc.congestion_window
+            if window_open and not probe and pacer.enabled:
+                until = pacer.delay_until(
+                    now, datagram_size, cc.congestion_window, recovery.rtt.smoothed_rtt
+                )
+                if until is not None:
+                    self._pacing_until = until
+                    window_open = False
+            if window_open:
+                size = self._pmtu.probe_size(now)
+                if size is not None and not probe:
+                    out.append(self._build_pmtu_probe(now, size))
+                    continue
+            payload: bytes | None = None
+            if window_open and (self._ready or self._has_control()):
+                payload = self._build(now, max_payload, True, False)
+            if payload is None and probe:
+                payload = self._build(now, max_payload, True, True)
+            if payload is None and acks.ack_deadline is not None and acks.ack_deadline <= now:
+                payload = self._build(now, max_payload, False, False)
+            if payload is None:
+                break
+            if probe:
+                self._probes_due -= 1
+            out.append(payload)
+        return out
+
+    def _has_control(self) -> bool:
+        return bool(
+            self._control
+            or self._pongs
+            or self._pings_to_send
+            or self._datagrams
+            or self._max_data_due
+            or self._max_message_data_due
+            or self._max_stream_data_due
+        )
+
+    def _build(
+        self, now: float, max_payload: int, eliciting: bool, force_ping: bool
+    ) -> bytes | None:
+        """Assemble one packet; None if there was nothing to put in it."""
+        packet_number = self._next_packet_number
+        number = encode_varint(packet_number)
+        parts: list[bytes | memoryview] = [number]
+        records: list[tuple[Any, ...]] = []
+        space = max_payload - len(number)
+        acks = self._acks
+        if acks.ack_deadline is not None:
+            ranges, delay = acks.build(now, self.config.max_ack_ranges)
+            ack = encode_frame(Ack(ranges, delay))
+            parts.append(ack)
+            space -= len(ack)
+        ack_only_length = len(parts)
+        if eliciting:
+            if self._has_control():
+                space = self._add_control(parts, records, space, max_payload)
+            ready = self._ready
+            stalls = 0
+            credit = self._send_credit
+            while ready and space > _ACK_FRAME_RESERVE:
+                item = ready[0]
+                before = space
+                if isinstance(item, OutgoingMessages):
+                    space = item.fill(parts, records, space)
+                    more = item.has_work()
+                else:
+                    space = item.fill(parts, records, space, credit)
+                    more = item.has_work(credit.available)
+                if not more:
+                    ready.popleft()
+                    if isinstance(item, OutgoingMessages):
+                        self._outgoing_in_ready = False
+                    else:
+                        item.in_ready = False
+                    stalls = 0
+                    continue
+                ready.rotate(-1)  # round robin: the next packet starts with the next stream
+                if space == before:
+                    stalls += 1
+                    if stalls >= len(ready):
+                        break
+                else:
+                    stalls = 0
+            if force_ping and len(parts) == ack_only_length:
+                parts.append(b"\x01" + _PROBE_CHALLENGE)
+        if len(parts) == 1:
+            return None
+        payload = b"".join(parts)
+        self._next_packet_number = packet_number + 1
+        recovery = self._recovery
+        if len(parts) == ack_only_length:
+            # ACK-only packets are neither ack-eliciting nor in flight (RFC 9002 section 2)
+            # and carry nothing to resend: not worth remembering.
+            recovery.largest_sent = packet_number
+            self.stats["ack_only_sent"] += 1
+            return payload
+        size = len(payload) + self.packet_overhead
+        recovery.on_packet_sent(SentPacket(packet_number, now, size, True, True, False, records))
+        self._pacer.on_packet_sent(size)
+        self._pacing_until = None
+        self.stats["packets_sent"] += 1
+        return payload
+
+    def _add_control(
+        self,
+        parts: list[bytes | memoryview],
+        records: list[tuple[Any, ...]],
+        space: int,
+        max_payload: int,
+    ) -> int:
+        if self._max_data_due:
+            self._max_data_due = False
+            frame = b"\x05" + encode_varint(self._receive_window.next_limit())
+            parts.append(frame)
+            records.append((KIND_MAX_DATA,))
+            space -= len(frame)
+        if self._max_message_data_due:
+            self._max_message_data_due = False
+            frame = b"\x07" + encode_varint(self._incoming.window.next_limit())
+            parts.append(frame)
+            records.append((KIND_MAX_MESSAGE_DATA,))
+            space -= len(frame)
+        due = self._max_stream_data_due
+        while due and space > _ACK_FRAME_RESERVE:
+            stream_id = due.pop()
+            entry = self._streams.get(stream_id)
+            if entry is None or entry.reset:
+                continue
+            frame = b"\x06" + encode_varint(stream_id) + encode_varint(
+                entry.receive.window.next_limit()
+            )
+            parts.append(frame)
+            records.append((KIND_MAX_STREAM_DATA, stream_id))
+            space -= len(frame)
+        for challenge in self._pongs:
+            parts.append(b"\x02" + challenge)
+            space -= 1 + CHALLENGE_SIZE
+        self._pongs.clear()
+        for challenge in self._pings_to_send:
+            parts.append(b"\x01" + challenge)
+            space -= 1 + CHALLENGE_SIZE
+        self._pings_to_send.clear()
+        control = self._control
+        taken = 0
+        while taken < len(control) and len(control[taken]) <= space:
+            frame = control[taken]
+            parts.append(frame)
+            records.append((KIND_CONTROL, frame))
+            space -= len(frame)
+            taken += 1
+        if taken:
+            del control[:taken]
+        datagrams = self._datagrams
+        while datagrams:
+            data = datagrams[0]
+            needed = 1 + varint_size(len(data)) + len(data)
+            if needed > space:
+                if needed > max_payload - 8:
+                    datagrams.popleft()  # the path MTU shrank below it
+                    self.stats["datagram_too_large"] += 1
+                    continue
+                break
+            datagrams.popleft()
+            parts.append(b"\x09" + encode_varint(len(data)))
+            parts.append(data)
+            space -= needed
+        return space
+
+    def _build_pmtu_probe(self, now: float, size: int) -> bytes:
+        """PING + PADDING filling a datagram of exactly `size` bytes (RFC 8899 section 4.1)."""
+        packet_number = self._next_packet_number
+        self._next_packet_number = packet_number + 1
+        head = encode_varint(packet_number) + b"\x01" + _PROBE_CHALLENGE
+        payload = head + bytes(size - self.packet_overhead - len(head))
+        recovery = self._recovery
+        recovery.on_packet_sent(SentPacket(packet_number, now, size, True, False, True, []))
+        self._pmtu.on_probe_sent(packet_number, size, now + 2 * recovery.pto_duration())
+        self.stats["pmtu_probes_sent"] += 1
+        return payload
+
+    def _closing_payloads(self, now: float) -> list[bytes]:
+        frame = self._close_frame
+        if self._state is not ConnectionState.CLOSING or not self._close_pending or frame is None:
+            return []
+        self._close_pending = False
+        self._last_close_sent = now
+        packet_number = self._next_packet_number
+        self._next_packet_number = packet_number + 1
+        return [encode_varint(packet_number) + frame]

@@ -1,0 +1,482 @@
+"""The one codec for the frames inside a session packet's plaintext (DESIGN section 5).
+
+A payload is a packet number (varint) followed by one or more frames. Every frame starts
+with its type (a varint; every type defined here is below 64, so it takes one byte).
+Layouts are in docs/PROTOCOL.md section 6. Frames decode to small named tuples: cheap to
+build on the hot path, and equal when their fields are equal (round-trip tests).
+
+Decoding faces hostile input: `decode_payload` raises only `FrameDecodeError`.
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+from typing import NamedTuple
+
+from .varint import MAX_VARINT, VarintError, encode_varint
+
+__all__ = [
+    "CHALLENGE_SIZE",
+    "MAX_ACK_RANGES",
+    "MAX_REASON_BYTES",
+    "MESSAGE_ID_SIZE",
+    "MESSAGE_TYPES",
+    "Ack",
+    "Close",
+    "Datagram",
+    "Frame",
+    "FrameDecodeError",
+    "FrameType",
+    "MaxData",
+    "MaxMessageData",
+    "MaxStreamData",
+    "Message",
+    "Padding",
+    "Ping",
+    "Pong",
+    "Receipt",
+    "Stream",
+    "StreamReset",
+    "decode_payload",
+    "encode_frame",
+    "encode_payload",
+    "message_frame_header",
+    "stream_frame_header",
+]
+
+CHALLENGE_SIZE = 8
+MESSAGE_ID_SIZE = 16
+#: Reasons in CLOSE and STREAM_RESET are short UTF-8 texts; longer ones are garbage.
+MAX_REASON_BYTES = 1024
+#: An ACK with more ranges than this is garbage (we send at most `DeliveryConfig.max_ack_ranges`).
+MAX_ACK_RANGES = 256
+#: Message content types, by their one-byte code on the wire.
+MESSAGE_TYPES: tuple[str, ...] = ("text", "json", "binary")
+_MESSAGE_TYPE_CODES = {name: code for code, name in enumerate(MESSAGE_TYPES)}
+
+
+class FrameType:
+    """Frame type numbers. 0x20-0x2f are reserved for TRUST_REQUEST/ACCEPT/REJECT (daemon)."""
+
+    PADDING = 0x00
+    PING = 0x01
+    PONG = 0x02
+    ACK = 0x03
+    RECEIPT = 0x04
+    MAX_DATA = 0x05
+    MAX_STREAM_DATA = 0x06
+    MAX_MESSAGE_DATA = 0x07
+    STREAM_RESET = 0x08
+    DATAGRAM = 0x09
+    MESSAGE = 0x0A
+    CLOSE = 0x0B
+    # STREAM is 0x10-0x17: the low three bits are flags.
+    STREAM = 0x10
+    STREAM_FIN = 0x01
+    STREAM_LEN = 0x02
+    STREAM_PORT = 0x04
+    TRUST_RESERVED_FIRST = 0x20
+    TRUST_RESERVED_LAST = 0x2F
+
+
+class FrameDecodeError(ValueError):
+    """The payload is not a well-formed sequence of frames (the only error decoding raises)."""
+
+
+class Padding(NamedTuple):
+    length: int
+
+
+class Ping(NamedTuple):
+    challenge: bytes
+
+
+class Pong(NamedTuple):
+    challenge: bytes
+
+
+class Ack(NamedTuple):
+    """Acknowledged packet numbers as inclusive (smallest, largest) ranges, largest first."""
+
+    ranges: tuple[tuple[int, int], ...]
+    delay_us: int
+
+
+class Receipt(NamedTuple):
+    message_id: bytes
+
+
+class MaxData(NamedTuple):
+    maximum: int
+
+
+class MaxStreamData(NamedTuple):
+    stream_id: int
+    maximum: int
+
+
+class MaxMessageData(NamedTuple):
+    maximum: int
+
+
+class StreamReset(NamedTuple):
+    stream_id: int
+    final_size: int
+    code: int
+    reason: str
+
+
+class Datagram(NamedTuple):
+    data: bytes | memoryview
+
+
+class Message(NamedTuple):
+    """One chunk of a message. `base` is the message's place in the per-peer message sequence."""
+
+    base: int
+    message_id: bytes
+    content_type: str
+    total_length: int
+    offset: int
+    data: bytes | memoryview
+    reply_to: bytes | None
+
+
+class Close(NamedTuple):
+    code: int
+    reason: str
+
+
+class Stream(NamedTuple):
+    """Stream data. `port` is present on frames at offset 0 (the stream's opening)."""
+
+    stream_id: int
+    offset: int
+    data: bytes | memoryview
+    fin: bool
+    port: int | None
+
+
+Frame = (
+    Padding
+    | Ping
+    | Pong
+    | Ack
+    | Receipt
+    | MaxData
+    | MaxStreamData
+    | MaxMessageData
+    | StreamReset
+    | Datagram
+    | Message
+    | Close
+    | Stream
+)
+
+# --------------------------------------------------------------------------- encoding
+
+_ONE = [bytes((value,)) for value in range(256)]
+
+
+def stream_frame_header(
+    stream_id: int, offset: int, length: int, fin: bool, port: int | None
+) -> bytes:
+    """Everything of a STREAM frame before its data (the LEN field is always written)."""
+    frame_type = FrameType.STREAM | FrameType.STREAM_LEN
+    if fin:
+        frame_type |= FrameType.STREAM_FIN
+    if port is None:
+        return b"".join(
+            (_ONE[frame_type], encode_varint(stream_id), encode_varint(offset),
+             encode_varint(length))
+        )
+    frame_type |= FrameType.STREAM_PORT
+    return b"".join(
+        (_ONE[frame_type], encode_varint(stream_id), encode_varint(offset),
+         encode_varint(port), encode_varint(length))
+    )
+
+
+def message_frame_header(
+    base: int,
+    message_id: bytes,
+    type_code: int,
+    total_length: int,
+    offset: int,
+    length: int,
+    reply_to: bytes | None,
+) -> bytes:
+    """Everything of a MESSAGE frame before its chunk."""
+    if reply_to is None:
+        return b"".join(
+            (b"\x0a\x00", encode_varint(base), message_id, _ONE[type_code],
+             encode_varint(total_length), encode_varint(offset), encode_varint(length))
+        )
+    return b"".join(
+        (b"\x0a\x01", encode_varint(base), message_id, _ONE[type_code], reply_to,
+         encode_varint(total_length), encode_varint(offset), encode_varint(length))
+    )
+
+
+def _encode_reason(reason: str) -> bytes:
+    raw = reason.encode("utf-8")
+    if len(raw) > MAX_REASON_BYTES:
+        # Cut on a character boundary so the peer can decode it.
+        raw = raw[:MAX_REASON_BYTES].decode("utf-8", "ignore").encode("utf-8")
+    return encode_varint(len(raw)) + raw
+
+
+def _encode_ack(frame: Ack) -> bytes:
+    ranges = frame.ranges
+    if not ranges:
+        raise ValueError("an ACK frame needs at least one range")
+    smallest, largest = ranges[0]
+    parts = [
+        b"\x03",
+        encode_varint(largest),
+        encode_varint(frame.delay_us),
+        encode_varint(len(ranges) - 1),
+        encode_varint(largest - smallest),
+    ]
+    # RFC 9000 section 19.3.1: each further range is a gap and a length below the previous.
+    for low, high in ranges[1:]:
+        gap = smallest - high - 2
+        if gap < 0 or high < low:
+            raise ValueError("ACK ranges must be disjoint, largest first")
+        parts.append(encode_varint(gap))
+        parts.append(encode_varint(high - low))
+        smallest = low
+    return b"".join(parts)
+
+
+def encode_frame(frame: Frame) -> bytes:
+    """The wire form of one frame."""
+    if isinstance(frame, Stream):
+        return stream_frame_header(
+            frame.stream_id, frame.offset, len(frame.data), frame.fin, frame.port
+        ) + bytes(frame.data)
+    if isinstance(frame, Ack):
+        return _encode_ack(frame)
+    if isinstance(frame, Message):
+        if len(frame.message_id) != MESSAGE_ID_SIZE:
+            raise ValueError("message ids are 16 bytes")
+        if frame.reply_to is not None and len(frame.reply_to) != MESSAGE_ID_SIZE:
+            raise ValueError("reply_to is a 16-byte message id")
+        return message_frame_header(
+            frame.base, frame.message_id, _MESSAGE_TYPE_CODES[frame.content_type],
+            frame.total_length, frame.offset, len(frame.data), frame.reply_to,
+        ) + bytes(frame.data)
+    if isinstance(frame, Padding):
+        return bytes(frame.length)
+    if isinstance(frame, Ping | Pong):
+        if len(frame.challenge) != CHALLENGE_SIZE:
+            raise ValueError("PING and PONG carry an 8-byte challenge")
+        return (b"\x01" if isinstance(frame, Ping) else b"\x02") + frame.challenge
+    if isinstance(frame, Receipt):
+        if len(frame.message_id) != MESSAGE_ID_SIZE:
+            raise ValueError("message ids are 16 bytes")
+        return b"\x04" + frame.message_id
+    if isinstance(frame, MaxData):
+        return b"\x05" + encode_varint(frame.maximum)
+    if isinstance(frame, MaxStreamData):
+        return b"\x06" + encode_varint(frame.stream_id) + encode_varint(frame.maximum)
+    if isinstance(frame, MaxMessageData):
+        return b"\x07" + encode_varint(frame.maximum)
+    if isinstance(frame, StreamReset):
+        return b"".join(
+            (b"\x08", encode_varint(frame.stream_id), encode_varint(frame.final_size),
+             encode_varint(frame.code), _encode_reason(frame.reason))
+        )
+    if isinstance(frame, Datagram):
+        return b"\x09" + encode_varint(len(frame.data)) + bytes(frame.data)
+    if isinstance(frame, Close):
+        return b"\x0b" + encode_varint(frame.code) + _encode_reason(frame.reason)
+    raise TypeError(f"not a frame: {frame!r}")
+
+
+def encode_payload(packet_number: int, frames: list[Frame]) -> bytes:
+    """A whole payload: packet number then frames (tests and probes; the sender builds inline)."""
+    return encode_varint(packet_number) + b"".join(encode_frame(frame) for frame in frames)
+
+
+# --------------------------------------------------------------------------- decoding
+
+_unpack_u16 = struct.Struct(">H").unpack_from
+_unpack_u32 = struct.Struct(">I").unpack_from
+_unpack_u64 = struct.Struct(">Q").unpack_from
+_NON_ZERO = re.compile(b"[^\\x00]")
+
+
+def _varint(data: memoryview, pos: int) -> tuple[int, int]:
+    # Inlined copy of varint.read_varint without its exception translation: the caller
+    # catches IndexError/struct.error once per payload, which is cheaper than per varint.
+    first = data[pos]
+    prefix = first >> 6
+    if prefix == 0:
+        return first, pos + 1
+    if prefix == 1:
+        return _unpack_u16(data, pos)[0] & 0x3FFF, pos + 2
+    if prefix == 2:
+        return _unpack_u32(data, pos)[0] & 0x3FFFFFFF, pos + 4
+    return _unpack_u64(data, pos)[0] & MAX_VARINT, pos + 8
+
+
+def _take(data: memoryview, pos: int, length: int, end: int) -> tuple[memoryview, int]:
+    stop = pos + length
+    if stop > end:
+        raise FrameDecodeError("frame runs past the end of the payload")
+    return data[pos:stop], stop
+
+
+def _reason(data: memoryview, pos: int, end: int) -> tuple[str, int]:
+    length, pos = _varint(data, pos)
+    if length > MAX_REASON_BYTES:
+        raise FrameDecodeError("reason text too long")
+    raw, pos = _take(data, pos, length, end)
+    return bytes(raw).decode("utf-8", "replace"), pos
+
+
+def _decode_ack(data: memoryview, pos: int, end: int) -> tuple[Ack, int]:
+    largest, pos = _varint(data, pos)
+    delay, pos = _varint(data, pos)
+    count, pos = _varint(data, pos)
+    if count >= MAX_ACK_RANGES:
+        raise FrameDecodeError("too many ACK ranges")
+    first, pos = _varint(data, pos)
+    smallest = largest - first
+    if smallest < 0:
+        raise FrameDecodeError("ACK range below packet number zero")
+    ranges = [(smallest, largest)]
+    for _ in range(count):
+        gap, pos = _varint(data, pos)
+        length, pos = _varint(data, pos)
+        high = smallest - gap - 2
+        low = high - length
+        if low < 0:
+            raise FrameDecodeError("ACK range below packet number zero")
+        ranges.append((low, high))
+        smallest = low
+    if pos > end:
+        raise FrameDecodeError("ACK runs past the end of the payload")
+    return Ack(tuple(ranges), delay), pos
+
+
+def _decode_stream(
+    data: memoryview, pos: int, end: int, frame_type: int
+) -> tuple[Stream, int]:
+    stream_id, pos = _varint(data, pos)
+    offset, pos = _varint(data, pos)
+    port = None
+    if frame_type & FrameType.STREAM_PORT:
+        port, pos = _varint(data, pos)
+    if frame_type & FrameType.STREAM_LEN:
+        length, pos = _varint(data, pos)
+    else:
+        length = end - pos
+    chunk, pos = _take(data, pos, length, end)
+    if offset + length > MAX_VARINT:
+        raise FrameDecodeError("stream data beyond the largest offset")
+    return Stream(stream_id, offset, chunk, bool(frame_type & FrameType.STREAM_FIN), port), pos
+
+
+def _decode_message(data: memoryview, pos: int, end: int) -> tuple[Message, int]:
+    flags = data[pos]
+    if flags > 1:
+        raise FrameDecodeError("unknown MESSAGE flags")
+    base, pos = _varint(data, pos + 1)
+    message_id, pos = _take(data, pos, MESSAGE_ID_SIZE, end)
+    type_code = data[pos]
+    if type_code >= len(MESSAGE_TYPES):
+        raise FrameDecodeError("unknown message type")
+    pos += 1
+    reply_to = None
+    if flags:
+        raw_reply, pos = _take(data, pos, MESSAGE_ID_SIZE, end)
+        reply_to = bytes(raw_reply)
+    total, pos = _varint(data, pos)
+    offset, pos = _varint(data, pos)
+    length, pos = _varint(data, pos)
+    if offset + length > total:
+        raise FrameDecodeError("message chunk beyond the message's length")
+    chunk, pos = _take(data, pos, length, end)
+    frame = Message(
+        base, bytes(message_id), MESSAGE_TYPES[type_code], total, offset, chunk, reply_to
+    )
+    return frame, pos
+
+
+def decode_payload(payload: bytes | memoryview) -> tuple[int, list[Frame]]:
+    """Split a payload into its packet number and frames.
+
+    Raises FrameDecodeError (only) on anything malformed: truncated fields, unknown frame
+    types, lengths past the end, or a payload without frames.
+    """
+    data = memoryview(payload)
+    end = len(data)
+    frames: list[Frame] = []
+    append = frames.append
+    try:
+        packet_number, pos = _varint(data, 0)
+        while pos < end:
+            frame_type = data[pos]
+            pos += 1
+            if frame_type >= FrameType.STREAM:
+                if frame_type > 0x17:
+                    raise FrameDecodeError(f"unknown frame type {frame_type:#x}")
+                stream, pos = _decode_stream(data, pos, end, frame_type)
+                append(stream)
+            elif frame_type == FrameType.MESSAGE:
+                message, pos = _decode_message(data, pos, end)
+                append(message)
+            elif frame_type == FrameType.ACK:
+                ack, pos = _decode_ack(data, pos, end)
+                append(ack)
+            elif frame_type == FrameType.PADDING:
+                # Probes carry tens of kilobytes of padding: find its end in C, not per byte.
+                start = pos - 1
+                found = _NON_ZERO.search(data, pos)
+                pos = found.start() if found is not None else end
+                append(Padding(pos - start))
+            elif frame_type == FrameType.PING or frame_type == FrameType.PONG:
+                challenge, pos = _take(data, pos, CHALLENGE_SIZE, end)
+                if frame_type == FrameType.PING:
+                    append(Ping(bytes(challenge)))
+                else:
+                    append(Pong(bytes(challenge)))
+            elif frame_type == FrameType.RECEIPT:
+                message_id, pos = _take(data, pos, MESSAGE_ID_SIZE, end)
+                append(Receipt(bytes(message_id)))
+            elif frame_type == FrameType.MAX_DATA:
+                maximum, pos = _varint(data, pos)
+                append(MaxData(maximum))
+            elif frame_type == FrameType.MAX_STREAM_DATA:
+                stream_id, pos = _varint(data, pos)
+                maximum, pos = _varint(data, pos)
+                append(MaxStreamData(stream_id, maximum))
+            elif frame_type == FrameType.MAX_MESSAGE_DATA:
+                maximum, pos = _varint(data, pos)
+                append(MaxMessageData(maximum))
+            elif frame_type == FrameType.STREAM_RESET:
+                stream_id, pos = _varint(data, pos)
+                final_size, pos = _varint(data, pos)
+                code, pos = _varint(data, pos)
+                reason, pos = _reason(data, pos, end)
+                append(StreamReset(stream_id, final_size, code, reason))
+            elif frame_type == FrameType.DATAGRAM:
+                length, pos = _varint(data, pos)
+                chunk, pos = _take(data, pos, length, end)
+                append(Datagram(chunk))
+            elif frame_type == FrameType.CLOSE:
+                code, pos = _varint(data, pos)
+                reason, pos = _reason(data, pos, end)
+                append(Close(code, reason))
+            else:
+                raise FrameDecodeError(f"unknown frame type {frame_type:#x}")
+        if pos > end:
+            raise FrameDecodeError("frame runs past the end of the payload")
+    except (IndexError, struct.error, VarintError) as exc:
+        raise FrameDecodeError("truncated frame") from exc
+    if not frames:
+        raise FrameDecodeError("payload without frames")
+    return packet_number, frames

@@ -1,0 +1,184 @@
+"""Path MTU discovery with padded probes (DPLPMTUD, RFC 8899 ideas).
+
+Sizes are UDP payload bytes (what the Node hands the socket): the connection's own
+payload is that minus `packet_overhead`. We start at the base size, 1200 bytes, which every
+path we use must carry (RFC 8899 section 5.1.2, BASE_PLPMTU), then probe upward with
+PING + PADDING packets: first the configured maximum (loopback and LANs with large MTU
+pass at once), then a binary search. A size counts as too large after `max_probes`
+consecutive probe losses (RFC 8899 MAX_PROBES). Probes do not count against the congestion
+window and their loss is no congestion signal (RFC 8899 section 4.4). When packets of the
+confirmed size stop getting through (repeated probe timeouts), we fall back to the base
+and search again (section 4.3, black hole detection).
+"""
+
+from __future__ import annotations
+
+import enum
+
+__all__ = ["PMTU_TRANSITIONS", "PathMtu", "PmtuEvent", "PmtuState"]
+
+
+class PmtuState(enum.Enum):
+    DISABLED = "disabled"  # forced_datagram_size: one fixed size, no probes
+    SEARCHING = "searching"
+    SEARCH_COMPLETE = "search_complete"
+
+
+class PmtuEvent(enum.Enum):
+    CONVERGED = "converged"  # the search range is narrower than the granularity
+    RAISE_TIMER = "raise_timer"  # RFC 8899 PMTU_RAISE_TIMER: look for a larger MTU again
+    BLACK_HOLE = "black_hole"  # the confirmed size stopped working: back to the base
+
+
+PMTU_TRANSITIONS: dict[tuple[PmtuState, PmtuEvent], PmtuState] = {
+    (PmtuState.SEARCHING, PmtuEvent.CONVERGED): PmtuState.SEARCH_COMPLETE,
+    (PmtuState.SEARCHING, PmtuEvent.BLACK_HOLE): PmtuState.SEARCHING,
+    (PmtuState.SEARCH_COMPLETE, PmtuEvent.RAISE_TIMER): PmtuState.SEARCHING,
+    (PmtuState.SEARCH_COMPLETE, PmtuEvent.BLACK_HOLE): PmtuState.SEARCHING,
+}
+
+
+class PathMtu:
+    """The confirmed datagram size and the probe search above it."""
+
+    __slots__ = (
+        "_base",
+        "_failures",
+        "_granularity",
+        "_high",
+        "_max_probes",
+        "_maximum",
+        "_probe_deadline",
+        "_probe_number",
+        "_probe_sizes",
+        "_raise_at",
+        "_raise_interval",
+        "current",
+        "state",
+    )
+
+    def __init__(
+        self,
+        *,
+        base: int,
+        maximum: int,
+        forced: int | None,
+        max_probes: int,
+        granularity: int,
+        raise_interval: float,
+    ) -> None:
+        self._base = base
+        self._maximum = maximum
+        self._max_probes = max_probes
+        self._granularity = granularity
+        self._raise_interval = raise_interval
+        self._probe_number: int | None = None
+        self._probe_deadline: float | None = None
+        self._probe_sizes: dict[int, int] = {}
+        self._failures = 0
+        self._raise_at: float | None = None
+        if forced is not None:
+            self.state = PmtuState.DISABLED
+            self.current = forced
+            self._high = forced
+        else:
+            self.state = PmtuState.SEARCHING
+            self.current = base
+            self._high = maximum
+            if maximum - base < granularity:
+                self.state = PmtuState.SEARCH_COMPLETE
+
+    def _apply(self, event: PmtuEvent) -> None:
+        self.state = PMTU_TRANSITIONS[(self.state, event)]
+
+    def _check_converged(self, now: float) -> None:
+        if self._high - self.current < self._granularity:
+            self._apply(PmtuEvent.CONVERGED)
+            self._raise_at = now + self._raise_interval
+
+    # ------------------------------------------------------------------ probing
+
+    def probe_size(self, now: float) -> int | None:
+        """The datagram size to probe now, or None if no probe is due."""
+        if self.state is PmtuState.SEARCH_COMPLETE:
+            if self._raise_at is None or now < self._raise_at or self.current >= self._maximum:
+                return None
+            self._apply(PmtuEvent.RAISE_TIMER)
+            self._failures = 0
+            self._high = self._maximum
+        if self.state is not PmtuState.SEARCHING or self._probe_number is not None:
+            return None
+        if self._failures == 0 and self._high == self._maximum and self.current == self._base:
+            return self._maximum  # optimistic first try: large-MTU paths confirm in one RTT
+        return (self.current + self._high + 1) // 2
+
+    def on_probe_sent(self, packet_number: int, size: int, deadline: float) -> None:
+        self._probe_number = packet_number
+        self._probe_sizes[packet_number] = size
+        self._probe_deadline = deadline
+
+    def is_probe(self, packet_number: int) -> bool:
+        return packet_number in self._probe_sizes
+
+    def on_probe_acked(self, packet_number: int, now: float) -> bool:
+        """A probe arrived: its size works. True if the confirmed size grew."""
+        size = self._probe_sizes.pop(packet_number, None)
+        if packet_number == self._probe_number:
+            self._probe_number = None
+            self._probe_deadline = None
+        if size is None or self.state is PmtuState.DISABLED:
+            return False
+        self._failures = 0
+        grew = size > self.current
+        if grew:
+            self.current = size
+        if size > self._high:
+            self._high = size
+        if self.state is PmtuState.SEARCHING:
+            self._check_converged(now)
+        return grew
+
+    def on_probe_lost(self, packet_number: int, now: float) -> None:
+        """A probe was declared lost (by loss detection or its own deadline)."""
+        size = self._probe_sizes.pop(packet_number, None)
+        if packet_number == self._probe_number:
+            self._probe_number = None
+            self._probe_deadline = None
+        if size is None or self.state is not PmtuState.SEARCHING or size <= self.current:
+            return
+        self._failures += 1
+        if self._failures >= self._max_probes:
+            self._failures = 0
+            self._high = min(self._high, size - 1)
+            self._check_converged(now)
+
+    def on_black_hole(self, now: float) -> bool:
+        """Datagrams of the confirmed size seem not to arrive: back to the base size.
+
+        True if the size changed."""
+        if self.state is PmtuState.DISABLED or self.current <= self._base:
+            return False
+        self._apply(PmtuEvent.BLACK_HOLE)
+        self.current = self._base
+        self._high = self._maximum
+        self._failures = 0
+        self._probe_number = None
+        self._probe_deadline = None
+        self._probe_sizes.clear()
+        self._check_converged(now)
+        return True
+
+    # ------------------------------------------------------------------ timer
+
+    def timer(self) -> float | None:
+        """When the outstanding probe counts as lost, or when to search again."""
+        if self._probe_deadline is not None:
+            return self._probe_deadline
+        if self.state is PmtuState.SEARCH_COMPLETE and self.current < self._maximum:
+            return self._raise_at
+        return None
+
+    def handle_timer(self, now: float) -> None:
+        probe = self._probe_number
+        if probe is not None and self._probe_deadline is not None and now >= self._probe_deadline:
+            self.on_probe_lost(probe, now)

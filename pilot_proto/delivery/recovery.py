@@ -1,0 +1,263 @@
+"""The sending side of reliability (RFC 9002): sent packets, ACK processing, loss detection,
+probe timeout, and the congestion controller's bookkeeping.
+
+Packets are never retransmitted; the frames they carried are, by the connection, when this
+module reports the packet lost. Packet numbers are per peer and independent of the crypto
+counter (DESIGN section 4), so nothing here changes on a rekey or a new session.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .congestion import CongestionController
+from .rtt import RttEstimator
+
+__all__ = ["AckResult", "LossRecovery", "SentPacket"]
+
+#: RFC 9002 section 7.6.1: kPersistentCongestionThreshold.
+_PERSISTENT_CONGESTION_THRESHOLD = 3
+
+
+class SentPacket:
+    """What the connection must remember about a packet until it is acked or lost.
+
+    `frames` holds one small tuple per retransmittable frame, first element its kind (see
+    connection.py); `in_flight` packets count against the congestion window; probes (PMTU)
+    do not, and their loss is no congestion signal.
+    """
+
+    __slots__ = ("ack_eliciting", "frames", "in_flight", "is_probe", "number", "size", "time_sent")
+
+    def __init__(
+        self,
+        number: int,
+        time_sent: float,
+        size: int,
+        ack_eliciting: bool,
+        in_flight: bool,
+        is_probe: bool,
+        frames: list[tuple[Any, ...]],
+    ) -> None:
+        self.number = number
+        self.time_sent = time_sent
+        self.size = size
+        self.ack_eliciting = ack_eliciting
+        self.in_flight = in_flight
+        self.is_probe = is_probe
+        self.frames = frames
+
+
+class AckResult:
+    """Packets newly acknowledged and packets newly declared lost by one ACK frame."""
+
+    __slots__ = ("acked", "lost")
+
+    def __init__(self, acked: list[SentPacket], lost: list[SentPacket]) -> None:
+        self.acked = acked
+        self.lost = lost
+
+
+class LossRecovery:
+    """RFC 9002 sections 5-7 for one peer."""
+
+    __slots__ = (
+        "_eliciting_outstanding",
+        "_granularity",
+        "_max_backoff",
+        "_packet_threshold",
+        "_time_of_last_eliciting",
+        "_time_threshold",
+        "cc",
+        "largest_acked",
+        "largest_sent",
+        "loss_time",
+        "pto_count",
+        "rtt",
+        "sent",
+    )
+
+    def __init__(
+        self,
+        cc: CongestionController,
+        *,
+        initial_rtt: float,
+        max_ack_delay: float,
+        packet_threshold: int,
+        time_threshold: float,
+        granularity: float,
+        max_pto_backoff: int,
+    ) -> None:
+        self.cc = cc
+        self.rtt = RttEstimator(initial_rtt, max_ack_delay)
+        # Insertion order is packet number order: ACK and loss scans walk it from the oldest.
+        self.sent: dict[int, SentPacket] = {}
+        self.largest_acked = -1
+        self.largest_sent = -1
+        self.loss_time: float | None = None
+        self.pto_count = 0
+        self._packet_threshold = packet_threshold
+        self._time_threshold = time_threshold
+        self._granularity = granularity
+        self._max_backoff = max_pto_backoff
+        self._time_of_last_eliciting = 0.0
+        # Ack-eliciting packets outstanding that arm the PTO (probes excluded).
+        self._eliciting_outstanding = 0
+
+    # ------------------------------------------------------------------ sending
+
+    def on_packet_sent(self, packet: SentPacket) -> None:
+        self.sent[packet.number] = packet
+        self.largest_sent = packet.number
+        if packet.in_flight:
+            self.cc.on_packet_sent(packet.size)
+        if packet.ack_eliciting and not packet.is_probe:
+            self._eliciting_outstanding += 1
+            self._time_of_last_eliciting = packet.time_sent
+
+    def _forget(self, packet: SentPacket) -> None:
+        if packet.ack_eliciting and not packet.is_probe:
+            self._eliciting_outstanding -= 1
+
+    # ------------------------------------------------------------------ ACKs
+
+    def on_ack_received(
+        self, ranges: tuple[tuple[int, int], ...], ack_delay: float, now: float
+    ) -> AckResult | None:
+        """Process one ACK frame's ranges (inclusive, largest first). None if it acks a
+        packet never sent (the frame is then ignored)."""
+        largest = ranges[0][1]
+        if largest > self.largest_sent:
+            return None
+        sent = self.sent
+        newly: list[int] = []
+        # Walk outstanding packets oldest first against the ranges lowest first.
+        position = len(ranges) - 1
+        low, high = ranges[position]
+        for number in sent:
+            if number > largest:
+                break
+            while number > high:
+                position -= 1
+                low, high = ranges[position]
+            if number >= low:
+                newly.append(number)
+        if not newly:
+            return AckResult([], [])
+        acked: list[SentPacket] = []
+        cc = self.cc
+        eliciting = False
+        for number in newly:
+            packet = sent.pop(number)
+            acked.append(packet)
+            if packet.ack_eliciting:
+                eliciting = True
+                if not packet.is_probe:
+                    self._eliciting_outstanding -= 1
+            if packet.in_flight:
+                cc.on_packet_acked(packet.size, packet.time_sent)
+        largest_packet = acked[-1]
+        if largest > self.largest_acked:
+            self.largest_acked = largest
+        # RFC 9002 section 5.1: sample only when the largest acked is new and ack-eliciting
+        # packets were among those newly acked.
+        if largest_packet.number == largest and eliciting:
+            self.rtt.update(now - largest_packet.time_sent, ack_delay)
+        lost = self._detect_lost(now)
+        # RFC 9002 section 6.2.1: an ACK resets the PTO backoff.
+        self.pto_count = 0
+        return AckResult(acked, lost)
+
+    # ------------------------------------------------------------------ loss
+
+    def _loss_delay(self) -> float:
+        rtt = self.rtt
+        latest = rtt.latest_rtt if rtt.latest_rtt > rtt.smoothed_rtt else rtt.smoothed_rtt
+        # RFC 9002 section 6.1.2: max(kTimeThreshold * max(smoothed_rtt, latest_rtt), kGranularity)
+        return max(self._time_threshold * latest, self._granularity)
+
+    def _detect_lost(self, now: float) -> list[SentPacket]:
+        """RFC 9002 section 6.1: packet threshold and time threshold."""
+        largest_acked = self.largest_acked
+        loss_delay = self._loss_delay()
+        lost_send_time = now - loss_delay
+        packet_limit = largest_acked - self._packet_threshold
+        self.loss_time = None
+        lost: list[SentPacket] = []
+        sent = self.sent
+        for number, packet in sent.items():
+            if number > largest_acked:
+                break
+            if number <= packet_limit or packet.time_sent <= lost_send_time:
+                lost.append(packet)
+            else:
+                when = packet.time_sent + loss_delay
+                if self.loss_time is None or when < self.loss_time:
+                    self.loss_time = when
+        if not lost:
+            return lost
+        lost_bytes = 0
+        largest_time = 0.0
+        for packet in lost:
+            del sent[packet.number]
+            self._forget(packet)
+            if packet.in_flight:
+                lost_bytes += packet.size
+                largest_time = packet.time_sent
+        if lost_bytes:
+            self.cc.on_packets_lost(lost_bytes, largest_time, now)
+            if self._persistent_congestion(lost):
+                self.cc.on_persistent_congestion()
+        return lost
+
+    def _persistent_congestion(self, lost: list[SentPacket]) -> bool:
+        # RFC 9002 section 7.6: in-flight losses spanning the persistent congestion duration
+        # with nothing acked in between (approximated: consecutive packet numbers).
+        if not self.rtt.has_sample:
+            return False
+        flight = [packet for packet in lost if packet.in_flight and packet.ack_eliciting]
+        if len(flight) < 2:
+            return False
+        if flight[-1].number - flight[0].number + 1 != len(flight):
+            return False
+        duration = self.rtt.pto_base(self._granularity) * _PERSISTENT_CONGESTION_THRESHOLD
+        return flight[-1].time_sent - flight[0].time_sent >= duration
+
+    # ------------------------------------------------------------------ timers
+
+    def pto_duration(self) -> float:
+        return self.rtt.pto_base(self._granularity)
+
+    def loss_detection_timer(self) -> float | None:
+        """The earliest of the time-threshold loss timer and the probe timeout."""
+        if self.loss_time is not None:
+            return self.loss_time
+        if self._eliciting_outstanding <= 0:
+            return None
+        backoff = 1 << min(self.pto_count, self._max_backoff)
+        return self._time_of_last_eliciting + self.pto_duration() * backoff
+
+    def on_timeout(self, now: float) -> tuple[list[SentPacket], bool]:
+        """The loss detection timer fired: (packets declared lost, whether a PTO fired)."""
+        if self.loss_time is not None:
+            if now < self.loss_time:
+                return [], False
+            return self._detect_lost(now), False
+        deadline = self.loss_detection_timer()
+        if deadline is None or now < deadline:
+            return [], False
+        # RFC 9002 section 6.2.4: the PTO sends probes; nothing is declared lost by it.
+        self.pto_count += 1
+        return [], True
+
+    def discard_all(self) -> list[SentPacket]:
+        """Forget every outstanding packet (the path changed); the caller resends frames."""
+        packets = list(self.sent.values())
+        self.sent.clear()
+        for packet in packets:
+            if packet.in_flight:
+                self.cc.on_packet_discarded(packet.size)
+        self._eliciting_outstanding = 0
+        self.loss_time = None
+        self.pto_count = 0
+        return packets
