@@ -14,7 +14,7 @@ import json
 import os
 import sys
 
-from .cliparser import build_parser
+from .cliparser import build_parser, command_word
 from .errors import ErrorCode, PilotctlError, UsageError, ok_envelope
 from .paths import StateDir
 
@@ -34,7 +34,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     words = list(sys.argv[1:] if argv is None else argv)
     json_mode, words = _take_json_flag(words)
     try:
-        parser = build_parser()
+        word = command_word(words)
+        parser = build_parser(only=word if word in COMMANDS else None)
         if not words:
             raise UsageError("no command given", usage=parser.format_usage())
         ns = parser.parse_args(words)
@@ -111,7 +112,7 @@ class _Context:
 
     def __init__(self, json_mode: bool, parser: argparse.ArgumentParser) -> None:
         self.json_mode = json_mode
-        self.parser = parser
+        self.parser = parser  # may hold only the running command: see cliparser
         self.state = StateDir.from_env()
 
     def client(self, timeout: float = 10.0) -> LocalClient:
@@ -147,7 +148,7 @@ def _clear_hostname(ns: argparse.Namespace, ctx: _Context) -> object:
 def _context(ns: argparse.Namespace, ctx: _Context) -> object:
     from .cliparser import command_schema
 
-    schema = command_schema(ctx.parser)
+    schema = command_schema(build_parser())  # every command, not just `context`
     if not ctx.json_mode:
         print(json.dumps(schema, indent=2, ensure_ascii=False))
         return _SILENT

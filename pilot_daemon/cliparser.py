@@ -8,12 +8,15 @@ own exit, so `--json` callers get the envelope for them too.
 from __future__ import annotations
 
 import argparse
+import os
 import re
+import sys
 
 from .errors import ErrorCode, UsageError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Sequence
     from typing import Any, NoReturn
 
 PROG = "pilotctl"
@@ -23,18 +26,67 @@ GROUPS = ("Node", "Trust", "Messages and files", "Streams and events", "Diagnost
           "Services")
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps descriptions as written; sizes itself without importing `shutil`.
+
+    argparse builds a formatter on every add_argument (to check the metavar), and the
+    stock one imports shutil to ask for the terminal width: a few ms of start-up for
+    nothing, since only --help output needs the width.
+    """
+
+    def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 30,
+                 width: int | None = None) -> None:
+        super().__init__(prog, indent_increment, max_help_position,
+                         width if width is not None else min(_terminal_width() - 2, 98))
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        # Prose lines are wrapped; indented lines (examples) and headings stay as written.
+        import textwrap
+
+        out = []
+        for line in text.splitlines():
+            if line.startswith(" ") or line.endswith(":") or not line:
+                out.append(indent + line)
+            else:
+                out.append(textwrap.fill(line, width, initial_indent=indent,
+                                         subsequent_indent=indent))
+        return "\n".join(out)
+
+
+def _terminal_width() -> int:
+    columns = os.environ.get("COLUMNS", "")
+    if columns.isdigit():
+        return int(columns)
+    try:
+        return os.get_terminal_size(sys.__stdout__.fileno() if sys.__stdout__ else 1).columns
+    except (OSError, ValueError):
+        return 80
+
+
 class UsageParser(argparse.ArgumentParser):
     """An ArgumentParser that raises instead of exiting on bad input."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str) -> NoReturn:
-        raise UsageError(_rephrase(message), usage=self.format_usage())
+        error = UsageError(_rephrase(message), usage=self.format_usage())
+        error.hint = f"see: {self.prog} --help"
+        raise error
 
 
 def _rephrase(message: str) -> str:
     # argparse's wording is fine except the wall of choices for an unknown command.
-    found = re.match(r"argument (\w+): invalid choice: '([^']*)'", message)
-    if found and found.group(1) in ("command", "action"):
-        return f"unknown command {found.group(2)!r}"
+    found = re.match(r"argument (\w+): invalid choice: '([^']*)' \(choose from (.*)\)$",
+                     message)
+    if found and found.group(1).lower() in ("command", "action"):
+        import difflib
+
+        choices = re.findall(r"'([^']*)'", found.group(3))
+        close = difflib.get_close_matches(found.group(2), choices, n=1)
+        return f"unknown command {found.group(2)!r}" + (
+            f" (did you mean {close[0]!r}?)" if close else "")
     return message
 
 
@@ -59,11 +111,24 @@ def port(text: str) -> int:
     return int(text)
 
 
-_FORMATTER = argparse.RawDescriptionHelpFormatter
+_FORMATTER = HelpFormatter
+
+
+class _Skipped:
+    """Stands in for the parser of a command that is not being run: building every
+    command's parser on every call would cost pilotctl most of its start-up budget."""
+
+    def __getattr__(self, name: str) -> Any:
+        return self._ignore
+
+    def _ignore(self, *args: Any, **kwargs: Any) -> _Skipped:
+        return self
 TARGET_HELP = "hostname (e.g. agent-b) or node address (eight groups of four hex digits)"
 
 
-def build_parser() -> UsageParser:
+def build_parser(only: str | None = None) -> UsageParser:
+    """The pilotctl parser. With `only`, just that command's arguments are built (the
+    others are still listed in --help); `None` builds everything (help, `context`)."""
     parser = UsageParser(
         prog=PROG,
         formatter_class=_FORMATTER,
@@ -77,12 +142,14 @@ def build_parser() -> UsageParser:
                              "(accepted anywhere on the command line)")
     parser.add_argument("--version", action="store_true", help="print the version and exit")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=UsageParser,
-                                     help=argparse.SUPPRESS)
+                                     help=argparse.SUPPRESS, prog=PROG)
     listing: dict[str, list[tuple[str, str]]] = {g: [] for g in GROUPS}
 
     def command(name: str, group: str, summary: str, description: str = "",
-                examples: tuple[str, ...] = ()) -> UsageParser:
+                examples: tuple[str, ...] = ()) -> Any:
         listing[group].append((name, summary))
+        if only is not None and name != only:
+            return _Skipped()
         epilog = ("examples:\n" + "\n".join(f"  {e}" for e in examples)) if examples else None
         sub: UsageParser = commands.add_parser(
             name, help=summary, description=(description or summary), epilog=epilog,
@@ -114,7 +181,7 @@ def build_parser() -> UsageParser:
                                f"{PROG} daemon status --check && echo up",
                                f"{PROG} daemon stop"))
     actions = daemon.add_subparsers(dest="action", metavar="ACTION", required=True,
-                                    parser_class=UsageParser)
+                                    parser_class=UsageParser, prog=f"{PROG} daemon")
     start = actions.add_parser(
         "start", help="start the daemon (returns once it is up)",
         description="Start the daemon in the background and return once it is up. "
@@ -150,7 +217,7 @@ def build_parser() -> UsageParser:
     sub = command("rendezvous", "Services", "run a rendezvous server",
                   examples=(f"{PROG} rendezvous serve --listen 127.0.0.1:7000",))
     rv = sub.add_subparsers(dest="action", metavar="ACTION", required=True,
-                            parser_class=UsageParser)
+                            parser_class=UsageParser, prog=f"{PROG} rendezvous")
     serve = rv.add_parser("serve", help="serve in the foreground until SIGTERM/SIGINT",
                           description="Run a rendezvous server in the foreground. Prints "
                           "HOST:PORT#KEY (its bound address and public key) once ready.")
@@ -273,6 +340,16 @@ def build_parser() -> UsageParser:
     return parser
 
 
+def command_word(words: Sequence[str]) -> str | None:
+    """The command a command line names (its first non-option word), if any."""
+    for word in words:
+        if word == "--":
+            return None
+        if not word.startswith("-"):
+            return word
+    return None
+
+
 def _add_body(sub: argparse.ArgumentParser) -> None:
     body = sub.add_mutually_exclusive_group(required=True)
     body.add_argument("--data", metavar="STR", help="the message body")
@@ -285,9 +362,9 @@ def _command_listing(listing: dict[str, list[tuple[str, str]]]) -> str:
     width = max(len(name) for entries in listing.values() for name, _ in entries) + 2
     blocks = []
     for group in GROUPS:
-        lines = [f"  {name.ljust(width)}{summary}" for name, summary in listing[group]]
-        blocks.append(f"{group.lower()}:\n" + "\n".join(lines))
-    return "commands:\n" + "\n\n".join(blocks).replace("\n", "\n  ")
+        lines = [f"    {name.ljust(width)}{summary}" for name, summary in listing[group]]
+        blocks.append(f"  {group.lower()}:\n" + "\n".join(lines))
+    return "commands:\n" + "\n\n".join(blocks)
 
 
 # --- the schema `context` prints ---
