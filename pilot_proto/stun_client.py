@@ -183,7 +183,8 @@ class StunClient:
         """Start a Binding transaction toward `server`; returns its transaction id.
 
         The response must come from `server`, or from `response_from` when given (a
-        CHANGE-REQUEST is answered from another address, RFC 5780 section 4.4). With
+        CHANGE-REQUEST is answered from another address, RFC 5780 section 4.4; an error
+        response is still accepted from `server`). With
         `key`, the request carries MESSAGE-INTEGRITY and a success response must too.
         """
         tid = self._new_transaction_id()
@@ -268,7 +269,12 @@ class StunClient:
         if tx is None:
             self.stats["drop_unknown_transaction"] += 1
             return False
-        if not same_endpoint(addr, tx.expect_from):
+        success = message.message_class == StunClass.SUCCESS_RESPONSE
+        # A server that cannot honour a CHANGE-REQUEST refuses it (420) from the address
+        # the request went to, not the one a success would come from.
+        if not same_endpoint(addr, tx.expect_from) and (
+            success or not same_endpoint(addr, tx.server)
+        ):
             self.stats["drop_wrong_source"] += 1
             return False
         if message.method != StunMethod.BINDING:
@@ -277,7 +283,6 @@ class StunClient:
         if message.has(StunAttr.FINGERPRINT) and not check_fingerprint(data):
             self.stats["drop_bad_fingerprint"] += 1
             return False
-        success = message.message_class == StunClass.SUCCESS_RESPONSE
         if tx.integrity_key is not None and (success or message.has(StunAttr.MESSAGE_INTEGRITY)):
             sha256 = message.has(StunAttr.MESSAGE_INTEGRITY_SHA256)
             if not check_integrity(data, tx.integrity_key, sha256=sha256):

@@ -234,8 +234,15 @@ def test_response_from_a_changed_address() -> None:
     assert tx.addr == SERVER
     assert decode_message(tx.data).change_request == ChangeRequest(True, True)
     answer = build_binding_response(tid, ME)
-    assert not client.receive_datagram(answer, SERVER, 0.1)
+    assert not client.receive_datagram(answer, SERVER, 0.1)  # the change was not made
     assert client.receive_datagram(answer, alternate, 0.1)
+    # A refusal comes from where the request went.
+    refused_tid = client.start_binding(
+        SERVER, 0.2, change_request=ChangeRequest(True, True), response_from=alternate
+    )
+    refusal = build_error_response(refused_tid, 420, unknown_attributes=[3])
+    assert not client.receive_datagram(refusal, ("192.0.2.66", 3478), 0.3)
+    assert client.receive_datagram(refusal, SERVER, 0.3)
 
 
 def test_concurrent_transactions_and_the_earliest_timer() -> None:
