@@ -192,6 +192,7 @@ class Daemon:
             await self._wait_for_stop()
             log.info("daemon stopping")
             bus.publish("daemon.stopping", {"pid": os.getpid()})
+            bus.close()  # ends event streams cleanly before the API server waits on them
             _sd_notify(self._environ, "STOPPING=1")
         log.info("daemon stopped")
 

@@ -182,6 +182,10 @@ class UnixHttpServer:
         sock = writer.get_extra_info("socket")
         pid, uid = peer_credentials(sock)
         if len(self._tasks) > self.max_connections:
+            # Read the head first (briefly): closing on unread input makes the kernel
+            # reset the connection, and the client would never see this answer.
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 1.0)
             await self._write(writer, 503, PilotctlError(
                 ErrorCode.INTERNAL, "too many local API connections; try again").envelope())
             return
