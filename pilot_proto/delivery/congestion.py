@@ -33,6 +33,9 @@ class CongestionController(Protocol):
     def on_persistent_congestion(self) -> None:
         """RFC 9002 section 7.6: collapse to the minimum window."""
 
+    def on_spurious_loss(self) -> None:
+        """A packet declared lost was acknowledged after all: undo the last reduction."""
+
     def set_max_datagram_size(self, size: int) -> None:
         """The path MTU changed; windows are counted in bytes and scale with it."""
 
@@ -48,6 +51,7 @@ class NewReno:
         "_loss_reduction",
         "_max_datagram_size",
         "_minimum_packets",
+        "_prior_window",
         "_recovery_start",
         "bytes_in_flight",
         "congestion_window",
@@ -74,6 +78,8 @@ class NewReno:
         self.bytes_in_flight = 0
         self._recovery_start = float("-inf")
         self._acked_in_avoidance = 0
+        # (window, ssthresh) before the last reduction, for undoing it (RFC 3522 ideas).
+        self._prior_window: tuple[int, float] | None = None
 
     @property
     def minimum_window(self) -> int:
@@ -104,6 +110,7 @@ class NewReno:
         if largest_time_sent <= self._recovery_start:
             return  # already reduced for this round trip
         self._recovery_start = now
+        self._prior_window = (self.congestion_window, self.ssthresh)
         self.ssthresh = max(self.congestion_window * self._loss_reduction, self.minimum_window)
         self.congestion_window = int(self.ssthresh)
         self._acked_in_avoidance = 0
@@ -115,6 +122,16 @@ class NewReno:
         self.congestion_window = self.minimum_window
         self._recovery_start = float("-inf")
         self._acked_in_avoidance = 0
+        self._prior_window = None
+
+    def on_spurious_loss(self) -> None:
+        if self._prior_window is None:
+            return
+        window, ssthresh = self._prior_window
+        self._prior_window = None
+        self.congestion_window = max(self.congestion_window, window)
+        self.ssthresh = max(self.ssthresh, ssthresh)
+        self._recovery_start = float("-inf")
 
     def set_max_datagram_size(self, size: int) -> None:
         self._max_datagram_size = size

@@ -930,13 +930,6 @@ class Connection:
             max_payload = datagram_size - overhead
             probe = self._probes_due > 0
             window_open = probe or cc.bytes_in_flight < cc.congestion_window
-            if window_open and not probe and pacer.enabled:
-                until = pacer.delay_until(
-                    now, datagram_size, cc.congestion_window, recovery.rtt.smoothed_rtt
-                )
-                if until is not None:
-                    self._pacing_until = until
-                    window_open = False
             if window_open:
                 size = self._pmtu.probe_size(now)
                 if size is not None and not probe:
@@ -944,7 +937,15 @@ class Connection:
                     continue
             payload: bytes | None = None
             if window_open and (self._ready or self._has_control()):
-                payload = self._build(now, max_payload, True, False)
+                if not probe and pacer.enabled:
+                    until = pacer.delay_until(
+                        now, datagram_size, cc.congestion_window, recovery.rtt.smoothed_rtt
+                    )
+                    if until is not None and until > now:
+                        self._pacing_until = until
+                        window_open = False
+                if window_open:
+                    payload = self._build(now, max_payload, True, False)
             if payload is None and probe:
                 payload = self._build(now, max_payload, True, True)
             if payload is None and acks.ack_deadline is not None and acks.ack_deadline <= now:

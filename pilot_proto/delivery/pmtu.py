@@ -3,19 +3,26 @@
 Sizes are UDP payload bytes (what the Node hands the socket): the connection's own
 payload is that minus `packet_overhead`. We start at the base size, 1200 bytes, which every
 path we use must carry (RFC 8899 section 5.1.2, BASE_PLPMTU), then probe upward with
-PING + PADDING packets: first the configured maximum (loopback and LANs with large MTU
-pass at once), then a binary search. A size counts as too large after `max_probes`
-consecutive probe losses (RFC 8899 MAX_PROBES). Probes do not count against the congestion
-window and their loss is no congestion signal (RFC 8899 section 4.4). When packets of the
-confirmed size stop getting through (repeated probe timeouts), we fall back to the base
-and search again (section 4.3, black hole detection).
+PING + PADDING packets. The search first tries common plateaus from the top (RFC 8899
+section 5.3.2 allows any search): the configured maximum (loopback: 65507), jumbo frames
+(8972) and Ethernet (1472), and stops at the first that works; only if none does, it
+binary-searches between the base and the smallest failed plateau (tunnels). A size
+counts as too large after `max_probes` consecutive probe losses (RFC 8899 MAX_PROBES).
+Probes do not count against the congestion window and their loss is no congestion
+signal (RFC 8899 section 4.4). When packets of the confirmed size stop getting through
+(repeated probe timeouts), we fall back to the base and search again (section 4.3, black
+hole detection).
 """
 
 from __future__ import annotations
 
 import enum
 
-__all__ = ["PMTU_TRANSITIONS", "PathMtu", "PmtuEvent", "PmtuState"]
+__all__ = ["PLATEAUS", "PMTU_TRANSITIONS", "PathMtu", "PmtuEvent", "PmtuState"]
+
+#: UDP payload sizes of common links over IPv4: 9000-byte jumbo frames and 1500-byte
+#: Ethernet, minus 20 bytes of IPv4 and 8 of UDP header.
+PLATEAUS = (8972, 1472)
 
 
 class PmtuState(enum.Enum):
@@ -48,6 +55,7 @@ class PathMtu:
         "_high",
         "_max_probes",
         "_maximum",
+        "_plateaus",
         "_probe_deadline",
         "_probe_number",
         "_probe_sizes",
@@ -77,6 +85,7 @@ class PathMtu:
         self._probe_sizes: dict[int, int] = {}
         self._failures = 0
         self._raise_at: float | None = None
+        self._plateaus: list[int] = []
         if forced is not None:
             self.state = PmtuState.DISABLED
             self.current = forced
@@ -85,8 +94,13 @@ class PathMtu:
             self.state = PmtuState.SEARCHING
             self.current = base
             self._high = maximum
+            self._reset_plateaus()
             if maximum - base < granularity:
                 self.state = PmtuState.SEARCH_COMPLETE
+
+    def _reset_plateaus(self) -> None:
+        sizes = {self._maximum, *(p for p in PLATEAUS if self._base < p < self._maximum)}
+        self._plateaus = sorted((p for p in sizes if p > self.current), reverse=True)
 
     def _apply(self, event: PmtuEvent) -> None:
         self.state = PMTU_TRANSITIONS[(self.state, event)]
@@ -106,10 +120,11 @@ class PathMtu:
             self._apply(PmtuEvent.RAISE_TIMER)
             self._failures = 0
             self._high = self._maximum
+            self._reset_plateaus()
         if self.state is not PmtuState.SEARCHING or self._probe_number is not None:
             return None
-        if self._failures == 0 and self._high == self._maximum and self.current == self._base:
-            return self._maximum  # optimistic first try: large-MTU paths confirm in one RTT
+        if self._plateaus:
+            return self._plateaus[0]
         return (self.current + self._high + 1) // 2
 
     def on_probe_sent(self, packet_number: int, size: int, deadline: float) -> None:
@@ -134,6 +149,10 @@ class PathMtu:
             self.current = size
         if size > self._high:
             self._high = size
+        if self._plateaus and size >= self._plateaus[-1]:
+            # A plateau works: take it and stop (sizes between plateaus are rare).
+            self._plateaus = []
+            self._high = self.current
         if self.state is PmtuState.SEARCHING:
             self._check_converged(now)
         return grew
@@ -150,6 +169,7 @@ class PathMtu:
         if self._failures >= self._max_probes:
             self._failures = 0
             self._high = min(self._high, size - 1)
+            self._plateaus = [p for p in self._plateaus if p < size]
             self._check_converged(now)
 
     def on_black_hole(self, now: float) -> bool:
@@ -161,6 +181,7 @@ class PathMtu:
         self._apply(PmtuEvent.BLACK_HOLE)
         self.current = self._base
         self._high = self._maximum
+        self._reset_plateaus()
         self._failures = 0
         self._probe_number = None
         self._probe_deadline = None

@@ -17,6 +17,13 @@ __all__ = ["AckResult", "LossRecovery", "SentPacket"]
 
 #: RFC 9002 section 7.6.1: kPersistentCongestionThreshold.
 _PERSISTENT_CONGESTION_THRESHOLD = 3
+# Packets declared lost are remembered (number -> largest acked then) so that an ACK that
+# arrives for one later reveals reordering; bounded.
+_REMEMBERED_LOSSES = 64
+# Reordering tolerance grows up to these (RFC 9002 section 6.1: implementations may adapt
+# the thresholds; RFC 8985 RACK does it for TCP).
+_MAX_PACKET_THRESHOLD = 64
+_MAX_TIME_THRESHOLD = 2.0
 
 
 class SentPacket:
@@ -66,6 +73,7 @@ class LossRecovery:
         "_granularity",
         "_max_backoff",
         "_packet_threshold",
+        "_recently_lost",
         "_time_of_last_eliciting",
         "_time_threshold",
         "cc",
@@ -75,6 +83,7 @@ class LossRecovery:
         "pto_count",
         "rtt",
         "sent",
+        "spurious_losses",
     )
 
     def __init__(
@@ -103,6 +112,8 @@ class LossRecovery:
         self._time_of_last_eliciting = 0.0
         # Ack-eliciting packets outstanding that arm the PTO (probes excluded).
         self._eliciting_outstanding = 0
+        self._recently_lost: dict[int, int] = {}
+        self.spurious_losses = 0
 
     # ------------------------------------------------------------------ sending
 
@@ -142,6 +153,8 @@ class LossRecovery:
                 low, high = ranges[position]
             if number >= low:
                 newly.append(number)
+        if self._recently_lost:
+            self._check_spurious(ranges)
         if not newly:
             return AckResult([], [])
         acked: list[SentPacket] = []
@@ -170,6 +183,26 @@ class LossRecovery:
 
     # ------------------------------------------------------------------ loss
 
+    def _check_spurious(self, ranges: tuple[tuple[int, int], ...]) -> None:
+        """An ACK for a packet we declared lost: it was reordered, not lost. Tolerate more
+        reordering from now on, and undo the window reduction it caused."""
+        lowest = ranges[-1][0]
+        remembered = self._recently_lost
+        for number in list(remembered):
+            if number < lowest:
+                del remembered[number]  # no longer reported in ACKs
+                continue
+            for low, high in ranges:
+                if low <= number <= high:
+                    distance = remembered.pop(number) - number
+                    self.spurious_losses += 1
+                    self._packet_threshold = min(
+                        max(self._packet_threshold, distance + 1), _MAX_PACKET_THRESHOLD
+                    )
+                    self._time_threshold = min(self._time_threshold + 0.25, _MAX_TIME_THRESHOLD)
+                    self.cc.on_spurious_loss()
+                    break
+
     def _loss_delay(self) -> float:
         rtt = self.rtt
         latest = rtt.latest_rtt if rtt.latest_rtt > rtt.smoothed_rtt else rtt.smoothed_rtt
@@ -180,7 +213,6 @@ class LossRecovery:
         """RFC 9002 section 6.1: packet threshold and time threshold."""
         largest_acked = self.largest_acked
         loss_delay = self._loss_delay()
-        lost_send_time = now - loss_delay
         packet_limit = largest_acked - self._packet_threshold
         self.loss_time = None
         lost: list[SentPacket] = []
@@ -188,19 +220,25 @@ class LossRecovery:
         for number, packet in sent.items():
             if number > largest_acked:
                 break
-            if number <= packet_limit or packet.time_sent <= lost_send_time:
+            # The same sum decides loss and arms the timer, so a timer firing exactly at
+            # `when` always finds the packet lost (no floating-point spin).
+            when = packet.time_sent + loss_delay
+            if number <= packet_limit or when <= now:
                 lost.append(packet)
-            else:
-                when = packet.time_sent + loss_delay
-                if self.loss_time is None or when < self.loss_time:
-                    self.loss_time = when
+            elif self.loss_time is None or when < self.loss_time:
+                self.loss_time = when
         if not lost:
             return lost
         lost_bytes = 0
         largest_time = 0.0
+        remembered = self._recently_lost
         for packet in lost:
             del sent[packet.number]
             self._forget(packet)
+            if packet.ack_eliciting:
+                remembered[packet.number] = largest_acked
+                if len(remembered) > _REMEMBERED_LOSSES:
+                    del remembered[next(iter(remembered))]
             if packet.in_flight:
                 lost_bytes += packet.size
                 largest_time = packet.time_sent
