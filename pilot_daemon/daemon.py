@@ -106,6 +106,7 @@ class Daemon:
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
         async with contextlib.AsyncExitStack() as stack:
+            self._install_signal_handlers(stack)
             self.state.ensure()
             lock_fd = acquire_lock(self.state.lock)
             stack.callback(os.close, lock_fd)  # released last: `daemon stop` waits on it
@@ -189,27 +190,24 @@ class Daemon:
             if self._report_ready is not None:
                 self._report_ready(info)
 
-            await self._wait_for_stop()
+            await self._stop.wait()
             log.info("daemon stopping")
             bus.publish("daemon.stopping", {"pid": os.getpid()})
             bus.close()  # ends event streams cleanly before the API server waits on them
             _sd_notify(self._environ, "STOPPING=1")
         log.info("daemon stopped")
 
-    async def _wait_for_stop(self) -> None:
+    def _install_signal_handlers(self, stack: contextlib.AsyncExitStack) -> None:
+        # Installed before anything starts: a SIGTERM that arrives during start-up (or
+        # right after readiness is reported) must mean "stop cleanly", not "die now".
+        if threading.current_thread() is not threading.main_thread():
+            return  # embedded in a test's thread: stopped with request_stop()
         assert self._loop is not None and self._stop is not None
-        installed = []
-        if threading.current_thread() is threading.main_thread():
-            for signum in (signal.SIGTERM, signal.SIGINT):
-                self._loop.add_signal_handler(signum, self._stop.set)
-                installed.append(signum)
-            self._loop.add_signal_handler(signal.SIGHUP, lambda: None)  # no terminal to lose
-            installed.append(signal.SIGHUP)
-        try:
-            await self._stop.wait()
-        finally:
-            for signum in installed:
-                self._loop.remove_signal_handler(signum)
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            self._loop.add_signal_handler(signum, self._stop.set)
+            stack.callback(self._loop.remove_signal_handler, signum)
+        self._loop.add_signal_handler(signal.SIGHUP, lambda: None)  # no terminal to lose
+        stack.callback(self._loop.remove_signal_handler, signal.SIGHUP)
 
 
 # --- start-up steps (each raises PilotctlError with its DESIGN 9 code) ---
