@@ -600,9 +600,7 @@ class Network:
         if timer is not None:
             # A deadline already past fires now; the clock never runs backwards.
             when = timer if timer > now else now
-            heapq.heappush(
-                self._heap, (when, next(self._seq), None, host, host._timer_generation)
-            )
+            heapq.heappush(self._heap, (when, next(self._seq), None, host, host._timer_generation))
 
     def _fire_timer(self, host: Host, now: float) -> None:
         fired = host._timer

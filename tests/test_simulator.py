@@ -173,9 +173,7 @@ def test_delay_is_exact_and_jitter_is_bounded_and_reorders() -> None:
         count=20, to_server=LinkConditions(delay=0.05), to_client=LinkConditions(delay=0.05)
     )
     net.run_idle(10)
-    assert [now - pinger.sent_at[seq] for now, seq in pinger.replies] == pytest.approx(
-        [0.1] * 20
-    )
+    assert [now - pinger.sent_at[seq] for now, seq in pinger.replies] == pytest.approx([0.1] * 20)
 
     net, pinger, _ = ping_network(
         count=200, interval=0.001, to_server=LinkConditions(delay=0.02, jitter=0.01)
