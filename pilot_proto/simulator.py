@@ -43,9 +43,9 @@ _MASK64 = (1 << 64) - 1
 #: Every reason a datagram can be dropped for, the keys of `NetworkStats.dropped`.
 DROP_REASONS = ("loss", "mtu", "queue", "unknown", "blackhole", "tap", "middlebox")
 
-# Past this many timer firings at one virtual instant, a host's timer counts as stuck even if
-# it keeps sending: it would otherwise hold the clock still forever.
-_MAX_FIRES_PER_INSTANT = 1000
+# Past this many firings in a row that leave the timer due at once, a host's timer counts as
+# stuck even if it keeps sending.
+_MAX_IMMEDIATE_REFIRES = 1000
 
 # Link resolutions are cached per (src, dst); spoofed sources could grow the cache without
 # bound, so it is simply cleared past this size.
@@ -268,8 +268,7 @@ class Host:
     """An endpoint placed on the network at `addr`, optionally behind a `middlebox`."""
 
     __slots__ = (
-        "_fires_at_instant",
-        "_last_fire",
+        "_immediate_refires",
         "_removed",
         "_timer",
         "_timer_generation",
@@ -298,8 +297,7 @@ class Host:
         self.received = 0
         self._timer: float | None = None
         self._timer_generation = 0
-        self._last_fire = -1.0
-        self._fires_at_instant = 0
+        self._immediate_refires = 0
         self._removed = False
 
     def __repr__(self) -> str:
@@ -604,11 +602,6 @@ class Network:
 
     def _fire_timer(self, host: Host, now: float) -> None:
         fired = host._timer
-        if now == host._last_fire:
-            host._fires_at_instant += 1
-        else:
-            host._last_fire = now
-            host._fires_at_instant = 1
         endpoint = host.endpoint
         endpoint.handle_timer(now)
         sent_before = self.stats.sent
@@ -619,13 +612,18 @@ class Network:
         timer = endpoint.get_timer()
         if timer is not None and timer <= now:
             # It would fire again at once. Unchanged and silent means the endpoint ignores
-            # its own deadline; the pump counts it and moves on instead of spinning forever.
+            # its own deadline; asking again and again without letting time pass would hold
+            # the clock still forever. Either way the pump counts it and moves on.
+            host._immediate_refires += 1
             silent = timer == fired and self.stats.sent == sent_before
-            if silent or host._fires_at_instant >= _MAX_FIRES_PER_INSTANT:
+            if silent or host._immediate_refires >= _MAX_IMMEDIATE_REFIRES:
                 self.stats.stuck_timers += 1
+                host._immediate_refires = 0
                 host._timer = timer
                 host._timer_generation += 1
                 return
+        else:
+            host._immediate_refires = 0
         self._arm(host, timer, now)
 
     def _send(self, host: Host, data: bytes, dst: Addr, now: float) -> None:
