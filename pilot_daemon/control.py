@@ -136,7 +136,7 @@ class ControlPlane:
             },
             "trusted_peers": len(self.store.list_trust()),
             "pending_requests": len(self.store.list_pending(now)),
-            "inbox_messages": len(self.inbox.list()),
+            "inbox_messages": len(self.inbox.entries()),
             "pid": self.facts.pid,
             "version": self.facts.version,
             "state_dir": str(self.facts.state_dir),
@@ -398,7 +398,7 @@ class ControlPlane:
     # --- inbox, received, outbox ---
 
     async def inbox_list(self) -> list[dict[str, Any]]:
-        return self.inbox.list()
+        return self.inbox.entries()
 
     async def inbox_show(self, ref: str) -> dict[str, Any]:
         return self.inbox.show(ref)
@@ -412,7 +412,7 @@ class ControlPlane:
         return {"removed": removed}
 
     async def received_list(self) -> list[dict[str, Any]]:
-        return self.received.list()
+        return self.received.entries()
 
     async def outbox_list(self) -> list[dict[str, Any]]:
         return [

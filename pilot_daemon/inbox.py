@@ -121,7 +121,7 @@ class Inbox:
                 return path
         return None
 
-    def list(self) -> list[dict[str, Any]]:
+    def entries(self) -> list[dict[str, Any]]:
         """Every message, oldest first, without `data` (the `inbox --json` shape)."""
         entries = []
         for path in self._files():

@@ -142,7 +142,7 @@ class ReceivedFiles:
     def begin(self, name: str, size: int, sha256: str) -> IncomingFile:
         return IncomingFile(self.directory, name, size, sha256)
 
-    def list(self) -> list[dict[str, Any]]:
+    def entries(self) -> list[dict[str, Any]]:
         """Complete files, oldest first: name, bytes, received_at (mtime), path."""
         entries = []
         try:

@@ -30,6 +30,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 from .limits import PENDING_TTL_SECONDS, REJECT_COOLDOWN_SECONDS
 
@@ -771,17 +772,15 @@ _OUTBOX_COLUMNS = (
 )
 
 
-def _delivery(row: Sequence[object]) -> DeliveryRecord:
-    values = list(row)
-    values[1] = Direction(str(values[1]))
-    return DeliveryRecord(*values)  # type: ignore[arg-type]
+def _delivery(row: Sequence[Any]) -> DeliveryRecord:
+    return DeliveryRecord(row[0], Direction(row[1]), row[2], row[3], row[4], row[5], row[6],
+                          row[7], row[8])
 
 
-def _outbox(row: Sequence[object]) -> OutboxEntry:
-    values = list(row)
-    values[3] = None if values[3] is None else bytes(values[3])  # type: ignore[arg-type]
-    values[6] = OutboxState(str(values[6]))
-    return OutboxEntry(*values)  # type: ignore[arg-type]
+def _outbox(row: Sequence[Any]) -> OutboxEntry:
+    return OutboxEntry(row[0], row[1], row[2], None if row[3] is None else bytes(row[3]),
+                       row[4], row[5], OutboxState(row[6]), row[7], row[8], row[9], row[10],
+                       row[11])
 
 
 def _split_sql(script: str) -> list[str]:

@@ -378,7 +378,7 @@ def test_duplicate_message_is_persisted_exactly_once(world: World) -> None:
         await b.control.on_message(message)  # a resend after a lost RECEIPT
         b.control.inbox.clear()
         await b.control.on_message(message)  # even after the user cleared the inbox
-        assert b.control.inbox.list() == []
+        assert b.control.inbox.entries() == []
 
     run(scenario())
 
@@ -411,7 +411,7 @@ def test_untrusted_sender_and_target(world: World) -> None:
         with pytest.raises(PilotctlError) as remote:
             await b.control.on_message(stray)
         assert code_of(remote) == "not_trusted"
-        assert b.control.inbox.list() == []
+        assert b.control.inbox.entries() == []
 
     run(scenario())
 
@@ -447,7 +447,7 @@ def test_send_waits_for_an_accept_on_its_way(world: World) -> None:
         await b.control.approve(a.address)
         sent = await sending
         assert sent["delivered"]
-        assert [m["id"] for m in b.control.inbox.list()] == [sent["id"]]
+        assert [m["id"] for m in b.control.inbox.entries()] == [sent["id"]]
 
     run(scenario())
 

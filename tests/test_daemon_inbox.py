@@ -105,7 +105,7 @@ def test_list_oldest_first_without_data(inbox: Inbox) -> None:
     inbox.write(message(ID1, at=T0))
     (inbox.directory / "notes.txt").write_text("not a message")
     (inbox.directory / f"20250615T150640Z-{'a' * 32}.json").write_text("{broken")
-    listing = inbox.list()
+    listing = inbox.entries()
     assert [e["id"] for e in listing] == [ID1, ID2]
     assert all("data" not in e and "encoding" not in e for e in listing)
 
@@ -137,7 +137,7 @@ def test_remove_and_clear(inbox: Inbox) -> None:
     inbox.write(message(ID2))
     assert inbox.remove("fedc") == ID2
     assert inbox.clear() == 1
-    assert inbox.list() == []
+    assert inbox.entries() == []
     assert inbox.clear() == 0
 
 
@@ -167,14 +167,14 @@ def test_crash_between_write_and_rename_leaves_no_inbox_file(inbox: Inbox) -> No
     names = os.listdir(inbox.directory)
     assert not [n for n in names if n.endswith(".json")]  # absent, not torn
     assert [n for n in names if n.startswith(".tmp-")]  # the orphan temp file
-    assert inbox.list() == []
+    assert inbox.entries() == []
     with pytest.raises(PilotctlError):
         inbox.show(ID1)
     assert inbox.recover() == 1
     assert os.listdir(inbox.directory) == []
     # The sender retries (no receipt was sent): this time the write completes.
     inbox.write(message(ID1))
-    assert [e["id"] for e in inbox.list()] == [ID1]
+    assert [e["id"] for e in inbox.entries()] == [ID1]
 
 
 # --- received/: names ---
@@ -240,7 +240,7 @@ def test_never_overwrites(tmp_path: Path) -> None:
     assert [p.name for p in (first, second, third)] == [
         "report.pdf", "report (1).pdf", "report (2).pdf"]
     assert first.read_bytes() == b"one" and second.read_bytes() == b"two"
-    listing = files.list()
+    listing = files.entries()
     assert sorted(f["name"] for f in listing) == ["report (1).pdf", "report (2).pdf",
                                                    "report.pdf"]
 
@@ -252,7 +252,7 @@ def test_partial_files_are_hidden_and_hash_checked(tmp_path: Path) -> None:
     data = b"0123456789"
     incoming = files.begin("data.bin", len(data), hashlib.sha256(data).hexdigest())
     incoming.write(data[:5])
-    assert files.list() == []  # partial: under a hidden temporary name
+    assert files.entries() == []  # partial: under a hidden temporary name
     assert incoming.temp_path.name.startswith(".")
     incoming.write(b"XXXXX")  # corrupted in transit
     with pytest.raises(FileIntegrityError):
