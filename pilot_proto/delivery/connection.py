@@ -264,8 +264,20 @@ class Connection:
 
     @property
     def peer_unresponsive(self) -> bool:
-        """No ACK for `unresponsive_pto_count` probe timeouts; cleared by the next ACK."""
+        """No ACK for `unresponsive_pto_count` backed-off probe timeouts while data was
+        outstanding; cleared by the next ACK."""
         return self._unresponsive
+
+    def _unresponsive_deadline(self) -> float | None:
+        # As long as `unresponsive_pto_count` PTOs with backoff (1 + 2 + 4 ...), measured
+        # from the silence itself: sending more (which defers the PTO) does not defer it.
+        if self._unresponsive:
+            return None
+        start = self._recovery.silence_start()
+        if start is None:
+            return None
+        periods = (1 << self.config.unresponsive_pto_count) - 1
+        return start + periods * self._recovery.pto_duration()
 
     @property
     def datagram_size(self) -> int:
@@ -445,9 +457,15 @@ class Connection:
     def ping(self, now: float) -> bytes:
         """Send a PING; the matching PongReceived carries the returned challenge."""
         self._check_open()
-        challenge = bytes(self._rng(CHALLENGE_SIZE))
-        if len(challenge) != CHALLENGE_SIZE:
-            raise LocalProtocolError("rng returned the wrong number of bytes")
+        challenge = _PROBE_CHALLENGE
+        for _ in range(4):  # the all-zero challenge means "do not answer"
+            challenge = bytes(self._rng(CHALLENGE_SIZE))
+            if len(challenge) != CHALLENGE_SIZE:
+                raise LocalProtocolError("rng returned the wrong number of bytes")
+            if challenge != _PROBE_CHALLENGE:
+                break
+        else:
+            raise LocalProtocolError("rng keeps returning zero bytes")
         pings = self._pings
         if len(pings) >= _MAX_OUTSTANDING_PINGS:
             del pings[next(iter(pings))]
@@ -706,7 +724,9 @@ class Connection:
         elif kind is StreamResetFrame:
             self._on_stream_reset(frame)
         elif kind is Ping:
-            if len(self._pongs) < _MAX_PENDING_PONGS:
+            if frame.challenge == _PROBE_CHALLENGE:
+                pass  # a probe or keep-alive: ack-eliciting, never answered
+            elif len(self._pongs) < _MAX_PENDING_PONGS:
                 self._pongs.append(frame.challenge)
             else:
                 stats["pong_queue_full"] += 1
@@ -714,7 +734,7 @@ class Connection:
             sent = self._pings.pop(frame.challenge, None)
             if sent is not None:
                 self._events.append(PongReceived(self.address, now - sent, frame.challenge))
-            elif frame.challenge != _PROBE_CHALLENGE:
+            else:
                 stats["unsolicited_pong"] += 1
         elif kind is Datagram:
             self._events.append(DatagramReceived(self.address, bytes(frame.data)))
@@ -827,8 +847,8 @@ class Connection:
         stats = self.stats
         for packet in lost:
             if packet.is_probe:
-                stats["pmtu_probes_lost"] += 1
-                self._pmtu.on_probe_lost(packet.number, now)
+                if self._pmtu.on_probe_lost(packet.number, now):
+                    stats["pmtu_probes_lost"] += 1
                 continue
             stats["lost_packets"] += 1
             self._requeue(packet.frames)
@@ -879,6 +899,9 @@ class Connection:
         pmtu = self._pmtu.timer()
         if pmtu is not None and (deadline is None or pmtu < deadline):
             deadline = pmtu
+        silence = self._unresponsive_deadline()
+        if silence is not None and (deadline is None or silence < deadline):
+            deadline = silence
         return deadline
 
     def handle_timer(self, now: float) -> None:
@@ -894,7 +917,11 @@ class Connection:
             return
         if self._pacing_until is not None and now >= self._pacing_until:
             self._pacing_until = None
-        self._pmtu.handle_timer(now)
+        if self._pmtu.handle_timer(now):
+            self.stats["pmtu_probes_lost"] += 1
+        silence = self._unresponsive_deadline()
+        if silence is not None and now >= silence:
+            self._declare_unresponsive()
         recovery = self._recovery
         deadline = recovery.loss_detection_timer()
         if deadline is None or now < deadline:
@@ -909,9 +936,14 @@ class Connection:
             if recovery.pto_count >= 2 and self._pmtu.on_black_hole(now):
                 recovery.cc.set_max_datagram_size(self._pmtu.current)
                 self.stats["pmtu_black_hole"] += 1
-            if recovery.pto_count >= self.config.unresponsive_pto_count and not self._unresponsive:
-                self._unresponsive = True
-                self._events.append(PeerUnresponsive(self.address))
+            if recovery.pto_count >= self.config.unresponsive_pto_count:
+                self._declare_unresponsive()
+
+    def _declare_unresponsive(self) -> None:
+        if not self._unresponsive:
+            self._unresponsive = True
+            self.stats["peer_unresponsive"] += 1
+            self._events.append(PeerUnresponsive(self.address))
 
     # ================================================================== sending
 

@@ -89,6 +89,9 @@ class Padding(NamedTuple):
 
 
 class Ping(NamedTuple):
+    """Ack-eliciting; answered by a PONG echoing the challenge, except the all-zero
+    challenge (PMTU probes, PTO probes, keep-alives), which is never answered."""
+
     challenge: bytes
 
 

@@ -157,20 +157,24 @@ class PathMtu:
             self._check_converged(now)
         return grew
 
-    def on_probe_lost(self, packet_number: int, now: float) -> None:
-        """A probe was declared lost (by loss detection or its own deadline)."""
+    def on_probe_lost(self, packet_number: int, now: float) -> bool:
+        """A probe was declared lost (by loss detection or its own deadline). True the
+        first time for each probe."""
         size = self._probe_sizes.pop(packet_number, None)
         if packet_number == self._probe_number:
             self._probe_number = None
             self._probe_deadline = None
-        if size is None or self.state is not PmtuState.SEARCHING or size <= self.current:
-            return
+        if size is None:
+            return False
+        if self.state is not PmtuState.SEARCHING or size <= self.current:
+            return True
         self._failures += 1
         if self._failures >= self._max_probes:
             self._failures = 0
             self._high = min(self._high, size - 1)
             self._plateaus = [p for p in self._plateaus if p < size]
             self._check_converged(now)
+        return True
 
     def on_black_hole(self, now: float) -> bool:
         """Datagrams of the confirmed size seem not to arrive: back to the base size.
@@ -199,7 +203,9 @@ class PathMtu:
             return self._raise_at
         return None
 
-    def handle_timer(self, now: float) -> None:
+    def handle_timer(self, now: float) -> bool:
+        """True if the outstanding probe just counted as lost."""
         probe = self._probe_number
         if probe is not None and self._probe_deadline is not None and now >= self._probe_deadline:
-            self.on_probe_lost(probe, now)
+            return self.on_probe_lost(probe, now)
+        return False

@@ -71,6 +71,7 @@ class LossRecovery:
     __slots__ = (
         "_eliciting_outstanding",
         "_granularity",
+        "_last_ack_time",
         "_max_backoff",
         "_packet_threshold",
         "_recently_lost",
@@ -113,6 +114,7 @@ class LossRecovery:
         # Ack-eliciting packets outstanding that arm the PTO (probes excluded).
         self._eliciting_outstanding = 0
         self._recently_lost: dict[int, int] = {}
+        self._last_ack_time = float("-inf")
         self.spurious_losses = 0
 
     # ------------------------------------------------------------------ sending
@@ -157,6 +159,7 @@ class LossRecovery:
             self._check_spurious(ranges)
         if not newly:
             return AckResult([], [])
+        self._last_ack_time = now
         acked: list[SentPacket] = []
         cc = self.cc
         eliciting = False
@@ -262,6 +265,17 @@ class LossRecovery:
         return flight[-1].time_sent - flight[0].time_sent >= duration
 
     # ------------------------------------------------------------------ timers
+
+    def silence_start(self) -> float | None:
+        """Since when ack-eliciting data has waited for an ACK: the later of the oldest
+        outstanding ack-eliciting packet and the last ACK that acknowledged something.
+        None if nothing is outstanding."""
+        if self._eliciting_outstanding <= 0:
+            return None
+        for packet in self.sent.values():
+            if packet.ack_eliciting and not packet.is_probe:
+                return max(packet.time_sent, self._last_ack_time)
+        return None
 
     def pto_duration(self) -> float:
         return self.rtt.pto_base(self._granularity)
