@@ -17,11 +17,15 @@ from pilot_proto.simulator import LinkConditions, Network
 def show(who: str, event: Event) -> None:
     name = type(event).__name__
     if isinstance(event, MessageReceived):
-        print(f"  [{who}] {name}: {event.data.decode()!r} (type {event.type}, id {event.message_id.hex()[:12]}…)")
+        print(
+            f"  [{who}] {name}: {event.data.decode()!r} (type {event.type}, id {event.message_id.hex()[:12]}…)"
+        )
     elif isinstance(event, MessageDelivered):
         print(f"  [{who}] {name}: receipt for id {event.message_id.hex()[:12]}…")
     elif isinstance(event, HandshakeCompleted):
-        print(f"  [{who}] {name}: session with {event.address} ({'initiator' if event.initiator else 'responder'})")
+        print(
+            f"  [{who}] {name}: session with {event.address} ({'initiator' if event.initiator else 'responder'})"
+        )
 
 
 def main() -> None:
@@ -38,8 +42,12 @@ def main() -> None:
 
     (a, a_id, a_addr), (b, b_id, b_addr) = agents["agent-a"], agents["agent-b"]
     # Each side learns the other's signed identity record (the rendezvous does this in the daemon).
-    a.add_peer(IdentityRecord.create(b_id, hostname="agent-b", sequence=1, expires_at=2**40), [b_addr])
-    b.add_peer(IdentityRecord.create(a_id, hostname="agent-a", sequence=1, expires_at=2**40), [a_addr])
+    a.add_peer(
+        IdentityRecord.create(b_id, hostname="agent-b", sequence=1, expires_at=2**40), [b_addr]
+    )
+    b.add_peer(
+        IdentityRecord.create(a_id, hostname="agent-a", sequence=1, expires_at=2**40), [a_addr]
+    )
     print("\nlink: 25 ms one way, 2% loss\n")
 
     def pump(seconds: float) -> None:
@@ -50,13 +58,17 @@ def main() -> None:
                 show(who, event)
                 if isinstance(event, MessageReceived) and who == "agent-b":
                     node.confirm_persisted(event.address, event.message_id, net.now)
-                    b.send_message(event.address, b"done: 3 findings", net.now, reply_to=event.message_id)
+                    b.send_message(
+                        event.address, b"done: 3 findings", net.now, reply_to=event.message_id
+                    )
 
     print("agent-a sends a task (the handshake happens on first use):")
     a.send_message(b_id.address, b"run subtask: analyze document X", net.now)
     for _ in range(20):
         pump(0.1)
-    print(f"\nvirtual time {net.now:.2f} s; datagrams on the wire: {net.stats.sent}, lost: {net.stats.total_dropped}")
+    print(
+        f"\nvirtual time {net.now:.2f} s; datagrams on the wire: {net.stats.sent}, lost: {net.stats.total_dropped}"
+    )
     print(f"agent-a stats: {dict(sorted((k, v) for k, v in a.stats.items() if v))}")
 
 

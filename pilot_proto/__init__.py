@@ -1,8 +1,77 @@
-"""pilot-proto: the sans-IO core of an encrypted peer-to-peer network for agents."""
+"""pilot-proto: the sans-IO core of an encrypted peer-to-peer network for agents.
+
+`Node` is the whole API a binding drives (DESIGN section 2); everything else here is what
+an application needs to name: identities, records, configuration, events and errors.
+"""
 
 from __future__ import annotations
 
-from .errors import LocalProtocolError, NoiseError, PilotError
+from .config import NodeConfig, SessionConfig
+from .delivery import (
+    ConnectionClosed,
+    DatagramReceived,
+    DeliveryConfig,
+    MessageDelivered,
+    MessageReceived,
+    PeerUnresponsive,
+    PongReceived,
+    StreamEnded,
+    StreamOpened,
+    StreamReadable,
+    StreamReset,
+    StreamWritable,
+)
+from .errors import (
+    InvalidIdentity,
+    InvalidRecord,
+    KeyFilePermissionError,
+    LocalProtocolError,
+    MessageTooLarge,
+    NoiseError,
+    PeerNotTrusted,
+    PilotError,
+    UnknownPeer,
+)
+from .events import Event, HandshakeCompleted, HandshakeFailed, SessionClosed
+from .identity import Identity, address_from_public_key, is_address
+from .node import Node
+from .records import IdentityRecord, Locator
 from .transmit import Addr, Transmit
 
-__all__ = ["Addr", "LocalProtocolError", "NoiseError", "PilotError", "Transmit"]
+__all__ = [
+    "Addr",
+    "ConnectionClosed",
+    "DatagramReceived",
+    "DeliveryConfig",
+    "Event",
+    "HandshakeCompleted",
+    "HandshakeFailed",
+    "Identity",
+    "IdentityRecord",
+    "InvalidIdentity",
+    "InvalidRecord",
+    "KeyFilePermissionError",
+    "LocalProtocolError",
+    "Locator",
+    "MessageDelivered",
+    "MessageReceived",
+    "MessageTooLarge",
+    "Node",
+    "NodeConfig",
+    "NoiseError",
+    "PeerNotTrusted",
+    "PeerUnresponsive",
+    "PilotError",
+    "PongReceived",
+    "SessionClosed",
+    "SessionConfig",
+    "StreamEnded",
+    "StreamOpened",
+    "StreamReadable",
+    "StreamReset",
+    "StreamWritable",
+    "Transmit",
+    "UnknownPeer",
+    "address_from_public_key",
+    "is_address",
+]

@@ -79,7 +79,12 @@ class OutgoingHandshake:
         rng: Callable[[int], bytes],
     ) -> None:
         self._state = HandshakeState(
-            IK, initiator=True, prologue=PROLOGUE, s=identity.static_private_key, rs=remote_static, rng=rng
+            IK,
+            initiator=True,
+            prologue=PROLOGUE,
+            s=identity.static_private_key,
+            rs=remote_static,
+            rng=rng,
         )
         self._expected_address = expected_address
         self.sender_index = sender_index
@@ -128,7 +133,9 @@ class IncomingInitiation:
 def read_initiation(
     identity: Identity, noise_message: bytes, bindings: BindingCache, rng: Callable[[int], bytes]
 ) -> IncomingInitiation | None:
-    state = HandshakeState(IK, initiator=False, prologue=PROLOGUE, s=identity.static_private_key, rng=rng)
+    state = HandshakeState(
+        IK, initiator=False, prologue=PROLOGUE, s=identity.static_private_key, rng=rng
+    )
     try:
         payload = state.read_message(noise_message)
     except NoiseError:
@@ -153,6 +160,8 @@ def read_initiation(
 def write_response(
     incoming: IncomingInitiation, identity: Identity, instance_id: bytes
 ) -> tuple[bytes, TransportKeys]:
-    payload = _RESPONDER_PAYLOAD.pack(PAYLOAD_VERSION, identity.public_key, identity.static_binding, instance_id)
+    payload = _RESPONDER_PAYLOAD.pack(
+        PAYLOAD_VERSION, identity.public_key, identity.static_binding, instance_id
+    )
     message = incoming.state.write_message(payload)
     return message, _keys(incoming.state, initiator=False)

@@ -69,7 +69,9 @@ class Keypair:
         """Authenticate and decrypt; the caller already checked the replay window."""
         header = packet[:TRANSPORT_HEADER_SIZE]
         try:
-            payload = self._recv.decrypt(_NONCE_PAD + header[5:], packet[TRANSPORT_HEADER_SIZE:], header)
+            payload = self._recv.decrypt(
+                _NONCE_PAD + header[5:], packet[TRANSPORT_HEADER_SIZE:], header
+            )
         except InvalidTag:
             return None
         self.replay.mark(counter)
@@ -105,13 +107,17 @@ class KeyRing:
         keypair.confirmed_at = now
         self.sending = keypair
 
-    def expire(self, now: float, reject_after_time: float, reject_after_packets: int) -> list[Keypair]:
+    def expire(
+        self, now: float, reject_after_time: float, reject_after_packets: int
+    ) -> list[Keypair]:
         """Drop key pairs too old or too used to be accepted (DESIGN 4); returns them."""
         keep: list[Keypair] = []
         dropped: list[Keypair] = []
         for kp in self.keypairs:
             too_old = now - kp.created_at >= reject_after_time
-            too_used = kp.send_counter >= reject_after_packets or kp.replay.highest >= reject_after_packets
+            too_used = (
+                kp.send_counter >= reject_after_packets or kp.replay.highest >= reject_after_packets
+            )
             (dropped if too_old or too_used else keep).append(kp)
         if dropped:
             self.keypairs = keep

@@ -83,7 +83,9 @@ class Node:
         """The last initiation stamp used; persist it and pass it back as the config floor."""
         return self._clock.last
 
-    def add_peer(self, record: IdentityRecord, endpoints: Iterable[Addr] = (), *, trusted: bool = True) -> None:
+    def add_peer(
+        self, record: IdentityRecord, endpoints: Iterable[Addr] = (), *, trusted: bool = True
+    ) -> None:
         """Learn a peer from its identity record (verified here) and candidate endpoints."""
         if not record.verify():
             raise LocalProtocolError(f"identity record for {record.address} does not verify")
@@ -93,8 +95,14 @@ class Node:
         if peer is None:
             peer = self._new_peer(record.address, record.public_key, record.static_public, trusted)
         else:
-            peer.public_key, peer.static_public, peer.trusted = record.public_key, record.static_public, trusted
-        peer.cookie_jar = CookieJar(record.static_public, self.config.session.cookie_secret_lifetime)
+            peer.public_key, peer.static_public, peer.trusted = (
+                record.public_key,
+                record.static_public,
+                trusted,
+            )
+        peer.cookie_jar = CookieJar(
+            record.static_public, self.config.session.cookie_secret_lifetime
+        )
         self.set_endpoints(record.address, endpoints)
 
     def set_endpoints(self, address: str, endpoints: Iterable[Addr]) -> None:
@@ -136,10 +144,17 @@ class Node:
         self._connection_for_send(address, now).send_datagram(data, now)
 
     def send_message(
-        self, address: str, data: bytes, now: float, type: str = "text", reply_to: bytes | None = None
+        self,
+        address: str,
+        data: bytes,
+        now: float,
+        type: str = "text",
+        reply_to: bytes | None = None,
     ) -> bytes:
         """Queue a message for reliable, ordered, exactly-once delivery; returns its id."""
-        return self._connection_for_send(address, now).send_message(data, now, type=type, reply_to=reply_to)
+        return self._connection_for_send(address, now).send_message(
+            data, now, type=type, reply_to=reply_to
+        )
 
     def confirm_persisted(self, address: str, message_id: bytes, now: float) -> None:
         """The application stored a received message: only now does its receipt go back."""
@@ -151,8 +166,12 @@ class Node:
     def open_stream(self, address: str, port: int, now: float) -> int:
         return self._connection_for_send(address, now).open_stream(port, now)
 
-    def send_stream(self, address: str, stream_id: int, data: bytes, now: float, end_stream: bool = False) -> None:
-        self._connection_for_send(address, now).send_stream(stream_id, data, now, end_stream=end_stream)
+    def send_stream(
+        self, address: str, stream_id: int, data: bytes, now: float, end_stream: bool = False
+    ) -> None:
+        self._connection_for_send(address, now).send_stream(
+            stream_id, data, now, end_stream=end_stream
+        )
 
     def reset_stream(self, address: str, stream_id: int, now: float, reason: str = "") -> None:
         self._connection_for_send(address, now).reset_stream(stream_id, now, reason)
@@ -163,8 +182,8 @@ class Node:
     def close_peer(self, address: str, now: float, reason: str = "closed") -> None:
         """Close the session gracefully: the peer is told, then the keys are dropped."""
         peer = self._peer(address)
-        if peer.connection is not None and peer.keys.sending is not None:
-            peer.connection.close(now, reason)
+        if peer.keys.sending is not None and peer.trusted:
+            self._ensure_connection(peer, now).close(now, reason)
             peer.close_reason = reason
             self._dirty.add(peer)
         else:
@@ -222,7 +241,9 @@ class Node:
     def handle_timer(self, now: float) -> None:
         session = self.config.session
         for peer in list(self._peers.values()):
-            for kp in peer.keys.expire(now, session.reject_after_time, session.reject_after_packets):
+            for kp in peer.keys.expire(
+                now, session.reject_after_time, session.reject_after_packets
+            ):
                 self._forget_keypair(kp)
             if peer.handshake_retry_at is not None and now >= peer.handshake_retry_at:
                 self._retry_handshake(peer, now)
@@ -290,11 +311,15 @@ class Node:
             self.stats["drop_bad_mac1"] += 1
             return
         if self._under_load(now) and not self._cookies.mac2_valid(data, addr, now):
-            self._outbox.append(Transmit(self._cookies.cookie_reply(initiation.sender_index, data, addr, now), addr))
+            self._outbox.append(
+                Transmit(self._cookies.cookie_reply(initiation.sender_index, data, addr, now), addr)
+            )
             self.stats["cookie_replies_sent"] += 1
             return
         self._recent_initiations.append(now)
-        incoming = read_initiation(self.identity, initiation.noise_message, self._bindings, self._rng)
+        incoming = read_initiation(
+            self.identity, initiation.noise_message, self._bindings, self._rng
+        )
         if incoming is None:
             self.stats["drop_bad_initiation"] += 1
             return
@@ -307,7 +332,9 @@ class Node:
             self.stats["drop_untrusted_initiation"] += 1
             return
         if peer is None:
-            peer = self._new_peer(proof.address, proof.public_key, proof.static_public, trusted=False)
+            peer = self._new_peer(
+                proof.address, proof.public_key, proof.static_public, trusted=False
+            )
         if incoming.timestamp_ns <= peer.newest_initiation_ns:
             # A replayed (or reordered older) initiation: no state, no reply (DESIGN 4).
             self.stats["drop_replayed_initiation"] += 1
@@ -317,7 +344,9 @@ class Node:
         index = self._new_index()
         restarted = self._learn_proof(peer, proof, now)
         self._install_keypair(peer, index, initiation.sender_index, keys, initiator=False, now=now)
-        self._outbox.append(Transmit(encode_response(index, initiation.sender_index, message), addr))
+        self._outbox.append(
+            Transmit(encode_response(index, initiation.sender_index, message), addr)
+        )
         peer.path = addr
         peer.last_received = now
         self.stats["handshakes_answered"] += 1
@@ -341,7 +370,9 @@ class Node:
         peer.handshake = None
         peer.handshake_retry_at = peer.handshake_deadline = None
         restarted = self._learn_proof(peer, proof, now)
-        self._install_keypair(peer, response.receiver_index, response.sender_index, keys, initiator=True, now=now)
+        self._install_keypair(
+            peer, response.receiver_index, response.sender_index, keys, initiator=True, now=now
+        )
         peer.path = addr
         peer.last_received = now
         # Key confirmation (DESIGN 4): the responder may send only after hearing from us on
@@ -374,7 +405,9 @@ class Node:
         if peer.static_public is None or peer.cookie_jar is None:
             raise UnknownPeer(f"no identity record for {peer.address}; add it with add_peer first")
         if not peer.endpoints and peer.path is None:
-            raise LocalProtocolError(f"no endpoint known for {peer.address}; give add_peer its endpoints")
+            raise LocalProtocolError(
+                f"no endpoint known for {peer.address}; give add_peer its endpoints"
+            )
         peer.handshake_deadline = now + self.config.session.handshake_give_up
         self._send_initiation(peer, now)
 
@@ -395,7 +428,9 @@ class Node:
             rng=self._rng,
         )
         self._handshakes_by_index[index] = peer
-        packet = peer.cookie_jar.add_macs(encode_initiation_body(index, peer.handshake.noise_message), now)
+        packet = peer.cookie_jar.add_macs(
+            encode_initiation_body(index, peer.handshake.noise_message), now
+        )
         targets = [peer.path] if peer.path is not None else peer.endpoints[:MAX_INITIATION_TARGETS]
         for target in targets:
             if target is not None:
@@ -424,7 +459,9 @@ class Node:
         """Record what the handshake proved; True when the peer restarted since last time."""
         peer.public_key, peer.static_public = proof.public_key, proof.static_public
         if peer.cookie_jar is None:
-            peer.cookie_jar = CookieJar(proof.static_public, self.config.session.cookie_secret_lifetime)
+            peer.cookie_jar = CookieJar(
+                proof.static_public, self.config.session.cookie_secret_lifetime
+            )
         restarted = peer.instance_id is not None and peer.instance_id != proof.instance_id
         peer.instance_id = proof.instance_id
         if restarted:
@@ -439,7 +476,14 @@ class Node:
         return restarted
 
     def _install_keypair(
-        self, peer: Peer, local_index: int, remote_index: int, keys: TransportKeys, *, initiator: bool, now: float
+        self,
+        peer: Peer,
+        local_index: int,
+        remote_index: int,
+        keys: TransportKeys,
+        *,
+        initiator: bool,
+        now: float,
     ) -> Keypair:
         kp = Keypair(
             local_index=local_index,
@@ -514,7 +558,10 @@ class Node:
         session = self.config.session
         age = now - kp.created_at
         grace = 0.0 if kp.initiator else 2 * session.handshake_retry
-        if kp.send_counter >= session.rekey_after_packets or age >= session.rekey_after_time + grace:
+        if (
+            kp.send_counter >= session.rekey_after_packets
+            or age >= session.rekey_after_time + grace
+        ):
             self.stats["rekeys"] += 1
             self._start_handshake(peer, now)
 
@@ -550,7 +597,9 @@ class Node:
                 self._close_session(peer, event.reason, now, by_peer=True)
                 return
 
-    def _new_peer(self, address: str, public_key: bytes | None, static_public: bytes | None, trusted: bool) -> Peer:
+    def _new_peer(
+        self, address: str, public_key: bytes | None, static_public: bytes | None, trusted: bool
+    ) -> Peer:
         peer = Peer(
             address,
             public_key=public_key,
@@ -564,7 +613,9 @@ class Node:
     def _peer(self, address: str) -> Peer:
         peer = self._peers.get(address)
         if peer is None:
-            raise UnknownPeer(f"unknown peer {address}; add its identity record with add_peer first")
+            raise UnknownPeer(
+                f"unknown peer {address}; add its identity record with add_peer first"
+            )
         return peer
 
     def _trusted_peer(self, address: str) -> Peer:

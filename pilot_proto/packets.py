@@ -80,7 +80,11 @@ def decode_initiation(data: bytes) -> HandshakeInitiation | None:
 
 
 def encode_response(sender_index: int, receiver_index: int, noise_message: bytes) -> bytes:
-    return bytes((HANDSHAKE_RESPONSE,)) + _TWO_INDEXES.pack(sender_index, receiver_index) + noise_message
+    return (
+        bytes((HANDSHAKE_RESPONSE,))
+        + _TWO_INDEXES.pack(sender_index, receiver_index)
+        + noise_message
+    )
 
 
 def decode_response(data: bytes) -> HandshakeResponse | None:

@@ -92,6 +92,10 @@ def test_codecs_round_trip() -> None:
     packet = body + b"m" * 16 + b"n" * 16
     decoded = decode_initiation(packet)
     assert decoded is not None
-    assert decoded.sender_index == 0xDEADBEEF and decoded.mac1 == b"m" * 16 and decoded.mac2 == b"n" * 16
+    assert (
+        decoded.sender_index == 0xDEADBEEF
+        and decoded.mac1 == b"m" * 16
+        and decoded.mac2 == b"n" * 16
+    )
     resp = decode_response(encode_response(1, 2, bytes(RESPONSE_NOISE_SIZE)))
     assert resp is not None and (resp.sender_index, resp.receiver_index) == (1, 2)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
+from node_harness import FAST_SESSION, Lab, SimNode, record_of, session_config
 
 from pilot_proto.config import NodeConfig
 from pilot_proto.delivery import DatagramReceived, MessageReceived
@@ -13,8 +14,6 @@ from pilot_proto.events import HandshakeCompleted, HandshakeFailed, SessionClose
 from pilot_proto.identity import DOMAIN_STATIC_BINDING, Identity
 from pilot_proto.packets import HANDSHAKE_INITIATION, HANDSHAKE_RESPONSE
 from pilot_proto.simulator import LinkConditions
-
-from node_harness import FAST_SESSION, Lab, SimNode, record_of, session_config
 
 
 def datagrams(node: SimNode) -> list[bytes]:
@@ -82,7 +81,8 @@ def test_initiation_with_a_wrong_binding_is_rejected() -> None:
     other = Identity.generate(lab.net.rng_for("other"))
     a = lab.node("a", identity=WrongBindingIdentity(real, other))  # type: ignore[arg-type]
     b = lab.node("b")
-    lab.introduce(a, b)
+    a.node.add_peer(record_of(b.identity), [b.addr])
+    b.node.add_peer(record_of(real), [a.addr])  # b trusts the real key
     a.node.connect(b.address, lab.net.now)
     lab.settle(3)
     assert not b.node.has_session(real.address)
@@ -96,7 +96,9 @@ class ImpostorIdentity:
     def __init__(self, victim: Identity, impostor: Identity) -> None:
         self._victim, self._impostor = victim, impostor
         self.public_key = impostor.public_key
-        self.static_binding = impostor.sign(DOMAIN_STATIC_BINDING, victim.static_public + impostor.public_key)
+        self.static_binding = impostor.sign(
+            DOMAIN_STATIC_BINDING, victim.static_public + impostor.public_key
+        )
 
     def __getattr__(self, name: str) -> object:
         if name in ("static_private", "static_private_key", "static_public"):
@@ -156,7 +158,9 @@ def test_initiation_flood_switches_responder_to_cookies_and_real_peers_still_con
     assert b.node.stats["cookie_replies_sent"] >= 30
     # While under load, a new peer is asked for a cookie first, then completes.
     c.node.connect(b.address, lab.net.now)
-    assert lab.run_until(lambda: c.node.has_session(b.address) and b.node.has_session(c.address), 10)
+    assert lab.run_until(
+        lambda: c.node.has_session(b.address) and b.node.has_session(c.address), 10
+    )
     assert c.node.stats["cookies_received"] >= 1
 
 
