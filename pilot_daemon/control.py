@@ -28,7 +28,12 @@ from typing import TYPE_CHECKING, Any
 from .errors import ErrorCode, PilotctlError
 from .events import Event, EventBus
 from .inbox import Inbox, IncomingMessage, inbox_entry, iso_utc
-from .limits import MAX_JUSTIFICATION_BYTES, SEND_TIMEOUT_SECONDS
+from .limits import (
+    DELIVERY_RECORD_TTL_SECONDS,
+    MAX_JUSTIFICATION_BYTES,
+    PENDING_TTL_SECONDS,
+    SEND_TIMEOUT_SECONDS,
+)
 from .names import Endpoint, check_address, check_hostname, check_peer, is_address
 from .network import (
     NetworkService,
@@ -102,6 +107,13 @@ class ControlPlane:
                 self.store.set_delivery_state(record.message_id, Direction.IN, "persisted", now)
         self.store.prune_expired(now)
 
+    def housekeeping(self) -> None:
+        """Periodic: forget expired requests and finished cool-downs, and delivery records
+        past the de-duplication horizon."""
+        now = self._clock()
+        self.store.prune_expired(now)
+        self.store.prune_deliveries(now - DELIVERY_RECORD_TTL_SECONDS)
+
     # --- daemon ---
 
     async def health(self) -> dict[str, Any]:
@@ -136,7 +148,7 @@ class ControlPlane:
             },
             "trusted_peers": len(self.store.list_trust()),
             "pending_requests": len(self.store.list_pending(now)),
-            "inbox_messages": len(self.inbox.entries()),
+            "inbox_messages": self.inbox.count(),
             "pid": self.facts.pid,
             "version": self.facts.version,
             "state_dir": str(self.facts.state_dir),
@@ -612,10 +624,11 @@ class ControlPlane:
         known = self._trusted_record(target)
         if known is not None:
             return known
-        outgoing = (
-            self.store.outgoing_to(target) if is_address(target)
-            else [o for o in self.store.list_outgoing() if o.hostname == target]
-        )
+        fresh_since = self._clock() - PENDING_TTL_SECONDS  # the peer's copy has expired
+        outgoing = [
+            o for o in self.store.list_outgoing()
+            if (o.to_address == target or o.hostname == target) and o.sent_at > fresh_since
+        ]
         if outgoing:
             # DESIGN 8: a send to a peer whose accept is on its way waits for it.
             address = outgoing[-1].to_address

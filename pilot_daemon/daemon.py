@@ -38,6 +38,7 @@ from .errors import ErrorCode, PilotctlError, ok_envelope
 from .events import EventBus
 from .httpserver import UnixHttpServer
 from .inbox import Inbox
+from .limits import HOUSEKEEPING_INTERVAL_SECONDS
 from .localapi import start_local_api
 from .lockfile import acquire_lock
 from .names import Endpoint, check_hostname, parse_endpoint
@@ -190,12 +191,23 @@ class Daemon:
             if self._report_ready is not None:
                 self._report_ready(info)
 
+            housekeeping = asyncio.ensure_future(self._housekeeping(control))
+            stack.callback(housekeeping.cancel)
             await self._stop.wait()
             log.info("daemon stopping")
             bus.publish("daemon.stopping", {"pid": os.getpid()})
             bus.close()  # ends event streams cleanly before the API server waits on them
             _sd_notify(self._environ, "STOPPING=1")
         log.info("daemon stopped")
+
+    @staticmethod
+    async def _housekeeping(control: ControlPlane) -> None:
+        while True:
+            await asyncio.sleep(HOUSEKEEPING_INTERVAL_SECONDS)
+            try:
+                control.housekeeping()
+            except Exception:
+                log.exception("housekeeping failed")
 
     def _install_signal_handlers(self, stack: contextlib.AsyncExitStack) -> None:
         # Installed before anything starts: a SIGTERM that arrives during start-up (or

@@ -133,6 +133,10 @@ class Inbox:
         entries.sort(key=lambda e: (str(e.get("received_at")), str(e.get("id"))))
         return entries
 
+    def count(self) -> int:
+        """How many messages (by file name only: cheap enough for every `info`)."""
+        return len(self._files())
+
     def show(self, ref: str) -> dict[str, Any]:
         """One whole message, by id, unique id prefix or file name."""
         entry = self._read(self.resolve(ref))

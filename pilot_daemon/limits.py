@@ -15,6 +15,11 @@ MAX_JUSTIFICATION_BYTES = 512
 PENDING_TTL_SECONDS = 7 * 24 * 3600.0
 #: A rejected requester may ask again after this cool-down (DESIGN 8).
 REJECT_COOLDOWN_SECONDS = 3600.0
+#: Delivery records are the receiver's de-duplication memory; a resend older than this
+#: (a sender retrying for a month) would be taken for a new message.
+DELIVERY_RECORD_TTL_SECONDS = 30 * 24 * 3600.0
+#: How often the daemon forgets what has expired.
+HOUSEKEEPING_INTERVAL_SECONDS = 3600.0
 #: `send-message` waits this long for the peer's receipt (DESIGN 9).
 SEND_TIMEOUT_SECONDS = 30.0
 

@@ -469,11 +469,15 @@ class Store:
             )
             return cursor.rowcount > 0
 
-    def prune_expired(self, now: float) -> int:
-        """Drop expired pending requests and finished cool-downs; return rows removed."""
+    def prune_expired(self, now: float, ttl: float = PENDING_TTL_SECONDS) -> int:
+        """Drop expired pending requests, our own requests old enough to have expired on
+        the other side, and finished cool-downs; return rows removed."""
         with self._transaction() as db:
             removed = db.execute(
                 "DELETE FROM pending_requests WHERE expires_at <= ?", (now,)
+            ).rowcount
+            removed += db.execute(
+                "DELETE FROM outgoing_requests WHERE sent_at <= ?", (now - ttl,)
             ).rowcount
             removed += db.execute("DELETE FROM rejections WHERE until <= ?", (now,)).rowcount
         return removed

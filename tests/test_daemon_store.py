@@ -169,6 +169,13 @@ def test_outgoing_requests(store: Store) -> None:
     assert store.get_outgoing("r1") is None
 
 
+def test_outgoing_requests_expire_like_the_peers_copy(store: Store) -> None:
+    store.add_outgoing("r1", B, "agent-b", T0)
+    assert store.prune_expired(T0 + PENDING_TTL_SECONDS - 1) == 0
+    assert store.prune_expired(T0 + PENDING_TTL_SECONDS) == 1
+    assert store.list_outgoing() == []
+
+
 # --- rejections and cool-down (injected time) ---
 
 
