@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .transmit import Addr
+
 
 @dataclass(frozen=True, slots=True)
 class Event:
@@ -42,3 +44,16 @@ class SessionClosed(Event):
 
     reason: str
     by_peer: bool
+
+
+@dataclass(frozen=True, slots=True)
+class PeerInfo:
+    """A snapshot of one peer for status displays (`Node.peer_info`); not an event."""
+
+    address: str
+    trusted: bool
+    has_session: bool
+    endpoint: Addr | None
+    rtt: float | None
+    datagram_size: int | None
+    handshake_in_progress: bool

@@ -15,7 +15,7 @@ from .config import NodeConfig
 from .cookie import CookieChecker, CookieJar
 from .delivery import Connection, ConnectionClosed, PeerUnresponsive
 from .errors import LocalProtocolError, PeerNotTrusted, UnknownPeer
-from .events import Event, HandshakeCompleted, HandshakeFailed, SessionClosed
+from .events import Event, HandshakeCompleted, HandshakeFailed, PeerInfo, SessionClosed
 from .handshake import OutgoingHandshake, PeerProof, TransportKeys, read_initiation, write_response
 from .identity import BindingCache, Identity
 from .keypair import Keypair
@@ -176,8 +176,31 @@ class Node:
     def reset_stream(self, address: str, stream_id: int, now: float, reason: str = "") -> None:
         self._connection_for_send(address, now).reset_stream(stream_id, now, reason)
 
-    def ping(self, address: str, now: float) -> None:
-        self._connection_for_send(address, now).ping(now)
+    def read_stream(self, address: str, stream_id: int, max_bytes: int = -1) -> bytes:
+        """Take received stream data; flow-control credit goes back only as data is read."""
+        return self._existing_connection(address).read_stream(stream_id, max_bytes)
+
+    def stream_send_capacity(self, address: str, stream_id: int) -> int:
+        return self._existing_connection(address).stream_send_capacity(stream_id)
+
+    def ping(self, address: str, now: float) -> bytes:
+        """Measure the round trip; a `PongReceived` with the rtt follows."""
+        return self._connection_for_send(address, now).ping(now)
+
+    def peer_info(self, address: str) -> PeerInfo:
+        """What the node knows about a peer's session and path, for status displays."""
+        peer = self._peer(address)
+        connection = peer.connection
+        has_session = peer.keys.sending is not None
+        return PeerInfo(
+            address=address,
+            trusted=peer.trusted,
+            has_session=has_session,
+            endpoint=peer.path,
+            rtt=connection.smoothed_rtt if connection is not None and has_session else None,
+            datagram_size=connection.datagram_size if connection is not None else None,
+            handshake_in_progress=peer.handshake is not None,
+        )
 
     def close_peer(self, address: str, now: float, reason: str = "closed") -> None:
         """Close the session gracefully: the peer is told, then the keys are dropped."""
@@ -634,6 +657,12 @@ class Node:
                 listening_ports=self._listening_ports,
             )
         return peer.connection
+
+    def _existing_connection(self, address: str) -> Connection:
+        connection = self._trusted_peer(address).connection
+        if connection is None:
+            raise LocalProtocolError(f"no delivery state with {address}: nothing was exchanged yet")
+        return connection
 
     def _connection_for_send(self, address: str, now: float) -> Connection:
         peer = self._trusted_peer(address)
