@@ -42,7 +42,7 @@ from .limits import HOUSEKEEPING_INTERVAL_SECONDS
 from .localapi import start_local_api
 from .lockfile import acquire_lock
 from .names import Endpoint, check_hostname, parse_endpoint
-from .network import NetworkConfig, NetworkService, UnavailableNetwork
+from .network import NetworkConfig, NetworkService, default_network_service
 from .paths import StateDir
 from .received import ReceivedFiles
 from .store import Store, StoreError
@@ -75,7 +75,7 @@ class Daemon:
         state: StateDir,
         options: DaemonOptions,
         *,
-        network_factory: Callable[[], NetworkService] = UnavailableNetwork,
+        network_factory: Callable[[], NetworkService] = default_network_service,
         environ: dict[str, str] | None = None,
         report_ready: Callable[[dict[str, Any]], None] | None = None,
         clock: Callable[[], float] = time.time,

@@ -47,6 +47,7 @@ __all__ = [
     "TrustAnswerNote",
     "TrustRequestNote",
     "UnavailableNetwork",
+    "default_network_service",
 ]
 
 
@@ -321,3 +322,12 @@ class UnavailableNetwork:
 
     async def call(self, operation: str, params: Mapping[str, Any]) -> Any:
         raise self._refuse(f"cannot {operation}")
+
+
+def default_network_service() -> NetworkService:
+    """The network service `pilotctl daemon start` runs.
+
+    Wiring the real one in (the Node on the asyncio binding plus the rendezvous client)
+    means returning it here; nothing else in the daemon changes.
+    """
+    return UnavailableNetwork()

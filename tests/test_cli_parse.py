@@ -248,3 +248,19 @@ def test_json_flag_after_double_dash_is_data(capsys: pytest.CaptureFixture[str])
     # `--` ends option parsing: what follows is a value, even if it reads "--json".
     code, out, err = pilotctl("find", "--", "--json", capsys=capsys)
     assert code == 1 and out == "" and "neither a hostname" in err
+
+
+def test_info_path_imports_only_what_it_needs(tmp_path: Path) -> None:
+    # CLI start-up budget: no asyncio, no cryptography, no sqlite on the `info` path.
+    probe = (
+        "import sys\n"
+        "from pilot_daemon.cli import main\n"
+        "main(['--json', 'info'])\n"
+        "heavy = [m for m in ('asyncio', 'cryptography', 'pilot_proto', 'sqlite3', "
+        "'dataclasses', 'subprocess', 'http', 'shutil') if m in sys.modules]\n"
+        "print('HEAVY', heavy)\n"
+    )
+    env = dict(os.environ, PILOT_HOME=str(tmp_path / "h"))
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          env=env, timeout=30)
+    assert done.stdout.strip().splitlines()[-1] == "HEAVY []"
