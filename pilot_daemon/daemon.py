@@ -186,6 +186,10 @@ class Daemon:
                 "daemon up: pid %d, node %s, hostname %s, udp %s, rendezvous %s, socket %s",
                 os.getpid(), identity.address, hostname, listen, rendezvous, socket_path,
             )
+            status = network.status()
+            if not status.available:
+                log.warning("network commands will fail with connection_failed: %s",
+                            status.detail)
             info = await control.info()
             self.ready.set()
             if self._report_ready is not None:
