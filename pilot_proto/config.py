@@ -30,7 +30,9 @@ class SessionConfig:
     cookie_load_threshold: int = 100
     #: Cookie secrets rotate this often; a cookie is valid for one rotation.
     cookie_secret_lifetime: float = 120.0
-    #: Responder state for a half-open handshake is not kept: IK completes in one round trip.
+    #: IK keeps no responder state between messages; XX (rendezvous first contact) does,
+    #: for at most this many clients at once (the oldest is evicted).
+    max_half_open_handshakes: int = 1024
     #: A passive keepalive goes out when we received data but sent nothing for this long.
     keepalive_after: float = 10.0
 

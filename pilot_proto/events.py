@@ -57,3 +57,23 @@ class PeerInfo:
     rtt: float | None
     datagram_size: int | None
     handshake_in_progress: bool
+
+
+@dataclass(frozen=True, slots=True)
+class RendezvousConnected(Event):
+    """A session with the rendezvous at `endpoint` is up; `address` is the server's.
+
+    `static_key` is the server's X25519 static key: after a first contact without a pinned
+    key (Noise XX), the application pins it so later sessions use IK (DESIGN 6).
+    """
+
+    endpoint: Addr
+    static_key: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class RendezvousFailed(Event):
+    """No session with the rendezvous at `endpoint` could be made (`address` is empty)."""
+
+    endpoint: Addr
+    reason: str

@@ -62,6 +62,59 @@ def _raw_key(cipher: CipherState) -> bytes:
     return key
 
 
+def initiator_payload(identity: Identity, timestamp_ns: int, instance_id: bytes) -> bytes:
+    """The initiator's proof: stamp, Ed25519 key, static binding, instance id."""
+    return _INITIATOR_PAYLOAD.pack(
+        PAYLOAD_VERSION,
+        encode_tai64n(timestamp_ns),
+        identity.public_key,
+        identity.static_binding,
+        instance_id,
+    )
+
+
+def responder_payload(identity: Identity, instance_id: bytes) -> bytes:
+    return _RESPONDER_PAYLOAD.pack(
+        PAYLOAD_VERSION, identity.public_key, identity.static_binding, instance_id
+    )
+
+
+def parse_initiator_payload(
+    payload: bytes, remote_static: bytes | None, bindings: BindingCache
+) -> tuple[PeerProof, int] | None:
+    """The proof and stamp, or None unless the binding verifies (DESIGN 4)."""
+    if len(payload) != _INITIATOR_PAYLOAD.size or remote_static is None:
+        return None
+    version, stamp, public_key, binding, instance_id = _INITIATOR_PAYLOAD.unpack(payload)
+    if version != PAYLOAD_VERSION:
+        return None
+    try:
+        timestamp_ns = decode_tai64n(stamp)
+    except ValueError:
+        return None
+    # The address is derived only from the key the binding proves.
+    if not bindings.check(public_key, remote_static, binding):
+        return None
+    proof = PeerProof(address_from_public_key(public_key), public_key, remote_static, instance_id)
+    return proof, timestamp_ns
+
+
+def parse_responder_payload(
+    payload: bytes, remote_static: bytes | None, bindings: BindingCache
+) -> PeerProof | None:
+    if len(payload) != _RESPONDER_PAYLOAD.size or remote_static is None:
+        return None
+    version, public_key, binding, instance_id = _RESPONDER_PAYLOAD.unpack(payload)
+    if version != PAYLOAD_VERSION or not bindings.check(public_key, remote_static, binding):
+        return None
+    return PeerProof(address_from_public_key(public_key), public_key, remote_static, instance_id)
+
+
+def transport_keys(state: HandshakeState, initiator: bool) -> TransportKeys:
+    """The two Split() keys, one per direction, seen from our side."""
+    return _keys(state, initiator)
+
+
 class OutgoingHandshake:
     """Our initiation toward one peer, waiting for the response."""
 
@@ -72,7 +125,7 @@ class OutgoingHandshake:
         identity: Identity,
         *,
         remote_static: bytes,
-        expected_address: str,
+        expected_address: str | None,
         sender_index: int,
         timestamp_ns: int,
         instance_id: bytes,
@@ -89,14 +142,9 @@ class OutgoingHandshake:
         self._expected_address = expected_address
         self.sender_index = sender_index
         self.timestamp_ns = timestamp_ns
-        payload = _INITIATOR_PAYLOAD.pack(
-            PAYLOAD_VERSION,
-            encode_tai64n(timestamp_ns),
-            identity.public_key,
-            identity.static_binding,
-            instance_id,
+        self.noise_message = self._state.write_message(
+            initiator_payload(identity, timestamp_ns, instance_id)
         )
-        self.noise_message = self._state.write_message(payload)
 
     def read_response(
         self, noise_message: bytes, bindings: BindingCache
@@ -106,18 +154,14 @@ class OutgoingHandshake:
             payload = self._state.read_message(noise_message)
         except NoiseError:
             return None
-        if len(payload) != _RESPONDER_PAYLOAD.size:
+        proof = parse_responder_payload(payload, self._state.remote_static, bindings)
+        if proof is None:
             return None
-        version, public_key, binding, instance_id = _RESPONDER_PAYLOAD.unpack(payload)
-        remote_static = self._state.remote_static
-        if version != PAYLOAD_VERSION or remote_static is None:
+        # The responder must be the node we dialled: its key hashes to that address. (A
+        # rendezvous dialled by its pinned static key has no address to check: IK itself
+        # proves the responder holds that key.)
+        if self._expected_address is not None and proof.address != self._expected_address:
             return None
-        # The responder must be the node we dialled: its key hashes to that address.
-        if address_from_public_key(public_key) != self._expected_address:
-            return None
-        if not bindings.check(public_key, remote_static, binding):
-            return None
-        proof = PeerProof(self._expected_address, public_key, remote_static, instance_id)
         return proof, _keys(self._state, initiator=True)
 
 
@@ -140,28 +184,15 @@ def read_initiation(
         payload = state.read_message(noise_message)
     except NoiseError:
         return None
-    if len(payload) != _INITIATOR_PAYLOAD.size:
+    parsed = parse_initiator_payload(payload, state.remote_static, bindings)
+    if parsed is None:
         return None
-    version, stamp, public_key, binding, instance_id = _INITIATOR_PAYLOAD.unpack(payload)
-    remote_static = state.remote_static
-    if version != PAYLOAD_VERSION or remote_static is None:
-        return None
-    try:
-        timestamp_ns = decode_tai64n(stamp)
-    except ValueError:
-        return None
-    # The address is derived only from the key the binding proves (DESIGN 4).
-    if not bindings.check(public_key, remote_static, binding):
-        return None
-    proof = PeerProof(address_from_public_key(public_key), public_key, remote_static, instance_id)
+    proof, timestamp_ns = parsed
     return IncomingInitiation(state, proof, timestamp_ns)
 
 
 def write_response(
     incoming: IncomingInitiation, identity: Identity, instance_id: bytes
 ) -> tuple[bytes, TransportKeys]:
-    payload = _RESPONDER_PAYLOAD.pack(
-        PAYLOAD_VERSION, identity.public_key, identity.static_binding, instance_id
-    )
-    message = incoming.state.write_message(payload)
+    message = incoming.state.write_message(responder_payload(identity, instance_id))
     return message, _keys(incoming.state, initiator=False)

@@ -15,8 +15,17 @@ from .config import NodeConfig
 from .cookie import CookieChecker, CookieJar
 from .delivery import Connection, ConnectionClosed, PeerUnresponsive
 from .errors import LocalProtocolError, PeerNotTrusted, UnknownPeer
-from .events import Event, HandshakeCompleted, HandshakeFailed, PeerInfo, SessionClosed
+from .events import (
+    Event,
+    HandshakeCompleted,
+    HandshakeFailed,
+    PeerInfo,
+    RendezvousConnected,
+    RendezvousFailed,
+    SessionClosed,
+)
 from .handshake import OutgoingHandshake, PeerProof, TransportKeys, read_initiation, write_response
+from .handshake_xx import XXInitiator, XXResponder
 from .identity import BindingCache, Identity
 from .keypair import Keypair
 from .packets import (
@@ -26,13 +35,22 @@ from .packets import (
     TRANSPORT,
     TRANSPORT_HEADER,
     TRANSPORT_OVERHEAD,
+    XX_FINISH,
+    XX_INIT,
+    XX_RESPONSE,
     decode_cookie_reply,
     decode_initiation,
     decode_response,
+    decode_xx_finish,
+    decode_xx_init,
+    decode_xx_response,
     encode_initiation_body,
     encode_response,
+    encode_xx_finish,
+    encode_xx_init,
+    encode_xx_response,
 )
-from .peer import Peer
+from .peer import Peer, PendingRendezvous
 from .records import IdentityRecord
 from .timestamp import InitiationClock
 from .transmit import Addr, Transmit
@@ -52,7 +70,10 @@ class Node:
         *,
         rng: Callable[[int], bytes],
         wall_clock: Callable[[], float],
+        trust_policy: Callable[[str], bool] | None = None,
     ) -> None:
+        """`trust_policy(address)` decides for peers not explicitly trusted or untrusted
+        (a rendezvous server trusts every client); without it, only `add_peer` trusts."""
         self.identity = identity
         self.config = config or NodeConfig()
         self._rng = rng
@@ -71,6 +92,11 @@ class Node:
         session = self.config.session
         self._cookies = CookieChecker(identity.static_public, rng, session.cookie_secret_lifetime)
         self._recent_initiations: deque[float] = deque()
+        self._trust_policy = trust_policy
+        self._rendezvous: dict[Addr, PendingRendezvous] = {}
+        self._rendezvous_by_index: dict[int, PendingRendezvous] = {}
+        #: Half-open XX handshakes we answered (server side), oldest first.
+        self._xx_half_open: dict[int, tuple[XXResponder, Addr]] = {}
 
     # ------------------------------------------------------------------ identity and peers
 
@@ -234,6 +260,12 @@ class Node:
                 self._on_response(data, addr, now)
             elif kind == COOKIE_REPLY:
                 self._on_cookie_reply(data, now)
+            elif kind == XX_INIT:
+                self._on_xx_init(data, addr, now)
+            elif kind == XX_RESPONSE:
+                self._on_xx_response(data, addr, now)
+            elif kind == XX_FINISH:
+                self._on_xx_finish(data, addr, now)
             elif kind in _STUN_FIRST_BYTES:
                 self.stats["drop_stun_unhandled"] += 1
             else:
@@ -259,10 +291,16 @@ class Node:
             ):
                 if t is not None and (deadline is None or t < deadline):
                     deadline = t
+        for pending in self._rendezvous.values():
+            if deadline is None or pending.retry_at < deadline:
+                deadline = pending.retry_at
         return deadline
 
     def handle_timer(self, now: float) -> None:
         session = self.config.session
+        for pending in list(self._rendezvous.values()):
+            if now >= pending.retry_at:
+                self._retry_rendezvous(pending, now)
         for peer in list(self._peers.values()):
             for kp in peer.keys.expire(
                 now, session.reject_after_time, session.reject_after_packets
@@ -346,18 +384,9 @@ class Node:
         if incoming is None:
             self.stats["drop_bad_initiation"] += 1
             return
-        proof = incoming.proof
-        peer = self._peers.get(proof.address)
-        if proof.address == self.address or (
-            (peer is None or not peer.trusted) and not self.config.public
-        ):
-            # Private by default: a stranger gets no answer and learns nothing (DESIGN 8).
-            self.stats["drop_untrusted_initiation"] += 1
-            return
+        peer = self._accept_peer(incoming.proof)
         if peer is None:
-            peer = self._new_peer(
-                proof.address, proof.public_key, proof.static_public, trusted=False
-            )
+            return
         if incoming.timestamp_ns <= peer.newest_initiation_ns:
             # A replayed (or reordered older) initiation: no state, no reply (DESIGN 4).
             self.stats["drop_replayed_initiation"] += 1
@@ -365,7 +394,7 @@ class Node:
         peer.newest_initiation_ns = incoming.timestamp_ns
         message, keys = write_response(incoming, self.identity, self.instance_id)
         index = self._new_index()
-        restarted = self._learn_proof(peer, proof, now)
+        restarted = self._learn_proof(peer, incoming.proof, now)
         self._install_keypair(peer, index, initiation.sender_index, keys, initiator=False, now=now)
         self._outbox.append(
             Transmit(encode_response(index, initiation.sender_index, message), addr)
@@ -379,6 +408,14 @@ class Node:
         response = decode_response(data)
         if response is None:
             self.stats["drop_malformed_response"] += 1
+            return
+        pending = self._rendezvous_by_index.get(response.receiver_index)
+        if pending is not None and isinstance(pending.handshake, OutgoingHandshake):
+            result = pending.handshake.read_response(response.noise_message, self._bindings)
+            if result is None:
+                self.stats["drop_bad_response"] += 1
+                return
+            self._rendezvous_established(pending, result[0], result[1], response.sender_index, now)
             return
         peer = self._handshakes_by_index.get(response.receiver_index)
         if peer is None or peer.handshake is None:
@@ -420,6 +457,194 @@ class Node:
             peer.cookie_resent = True
             self._send_initiation(peer, now)
 
+    # ------------------------------------------------------------------ rendezvous sessions
+
+    def connect_rendezvous(self, endpoint: Addr, static_key: bytes | None, now: float) -> None:
+        """Open a session with a rendezvous server (DESIGN 6).
+
+        With its static key pinned, Noise IK; without, Noise XX, and the key learned is in
+        the `RendezvousConnected` event for the application to pin. Once connected the
+        server is an ordinary trusted peer, named by its address.
+        """
+        if endpoint in self._rendezvous:
+            return
+        pending = PendingRendezvous(endpoint, static_key)
+        pending.deadline = now + self.config.session.handshake_give_up
+        if static_key is not None:
+            pending.cookie_jar = CookieJar(static_key, self.config.session.cookie_secret_lifetime)
+        self._rendezvous[endpoint] = pending
+        self._send_rendezvous_initiation(pending, now)
+
+    def _send_rendezvous_initiation(self, pending: PendingRendezvous, now: float) -> None:
+        if pending.handshake is not None:
+            self._rendezvous_by_index.pop(pending.handshake.sender_index, None)
+        index = self._new_index()
+        if pending.static_key is None:
+            xx = XXInitiator(self.identity, index, self._rng)
+            pending.handshake = xx
+            packet = encode_xx_init(index, xx.ephemeral)
+        else:
+            assert pending.cookie_jar is not None
+            ik = OutgoingHandshake(
+                self.identity,
+                remote_static=pending.static_key,
+                expected_address=None,
+                sender_index=index,
+                timestamp_ns=self._clock.next(self._wall_clock()),
+                instance_id=self.instance_id,
+                rng=self._rng,
+            )
+            pending.handshake = ik
+            body = encode_initiation_body(index, ik.noise_message)
+            packet = pending.cookie_jar.add_macs(body, now)
+        self._rendezvous_by_index[index] = pending
+        self._outbox.append(Transmit(packet, pending.endpoint))
+        pending.retry_at = now + self._retry_interval()
+        self.stats["rendezvous_initiations_sent"] += 1
+
+    def _retry_rendezvous(self, pending: PendingRendezvous, now: float) -> None:
+        if now >= pending.deadline:
+            self._drop_rendezvous(pending)
+            reason = "the rendezvous did not answer"
+            self._events.append(RendezvousFailed("", pending.endpoint, reason))
+            return
+        self._send_rendezvous_initiation(pending, now)
+
+    def _drop_rendezvous(self, pending: PendingRendezvous) -> None:
+        if pending.handshake is not None:
+            self._rendezvous_by_index.pop(pending.handshake.sender_index, None)
+        self._rendezvous.pop(pending.endpoint, None)
+
+    def _on_xx_response(self, data: bytes, addr: Addr, now: float) -> None:
+        response = decode_xx_response(data)
+        pending = self._rendezvous_by_index.get(response.receiver_index) if response else None
+        if response is None or pending is None or not isinstance(pending.handshake, XXInitiator):
+            self.stats["drop_unexpected_xx_response"] += 1
+            return
+        stamp = self._clock.next(self._wall_clock())
+        result = pending.handshake.finish(
+            response.noise_message, self._bindings, stamp, self.instance_id
+        )
+        if result is None:
+            self.stats["drop_bad_xx_response"] += 1
+            return
+        proof, message3, keys = result
+        self._outbox.append(Transmit(encode_xx_finish(response.sender_index, message3), addr))
+        self._rendezvous_established(pending, proof, keys, response.sender_index, now)
+
+    def _rendezvous_established(
+        self,
+        pending: PendingRendezvous,
+        proof: PeerProof,
+        keys: TransportKeys,
+        remote_index: int,
+        now: float,
+    ) -> None:
+        assert pending.handshake is not None
+        local_index = pending.handshake.sender_index
+        self._drop_rendezvous(pending)
+        peer = self._peers.get(proof.address) or self._new_peer(
+            proof.address, proof.public_key, proof.static_public, trusted=True
+        )
+        peer.trusted = True
+        peer.endpoints = [pending.endpoint]
+        lifetime = self.config.session.cookie_secret_lifetime
+        peer.cookie_jar = CookieJar(proof.static_public, lifetime)
+        restarted = self._learn_proof(peer, proof, now)
+        self._install_keypair(peer, local_index, remote_index, keys, initiator=True, now=now)
+        peer.path = pending.endpoint
+        peer.last_received = now
+        peer.keepalive_due = True
+        peer.restart_unannounced = peer.restart_unannounced or restarted
+        peer.announced = True
+        self._dirty.add(peer)
+        event = RendezvousConnected(peer.address, pending.endpoint, proof.static_public)
+        self._events.append(event)
+
+    def _on_xx_init(self, data: bytes, addr: Addr, now: float) -> None:
+        init = decode_xx_init(data)
+        if init is None:
+            self.stats["drop_malformed_xx_init"] += 1
+            return
+        if not self.config.public:
+            # Only a public node (a rendezvous) accepts first contact from unknown keys.
+            self.stats["drop_xx_not_public"] += 1
+            return
+        if self._under_load(now):
+            self.stats["drop_xx_under_load"] += 1
+            return
+        self._recent_initiations.append(now)
+        index = self._new_index()
+        responder = XXResponder(
+            self.identity, local_index=index, remote_index=init.sender_index, now=now, rng=self._rng
+        )
+        message2 = responder.respond(init.ephemeral, self.identity, self.instance_id)
+        if message2 is None:
+            self.stats["drop_bad_xx_init"] += 1
+            return
+        half_open = self._xx_half_open
+        while len(half_open) >= self.config.session.max_half_open_handshakes:
+            del half_open[next(iter(half_open))]  # the oldest goes first
+            self.stats["xx_half_open_evicted"] += 1
+        half_open[index] = (responder, addr)
+        self._outbox.append(Transmit(encode_xx_response(index, init.sender_index, message2), addr))
+        self.stats["xx_answered"] += 1
+
+    def _on_xx_finish(self, data: bytes, addr: Addr, now: float) -> None:
+        finish = decode_xx_finish(data)
+        entry = self._xx_half_open.get(finish.receiver_index) if finish is not None else None
+        if finish is None or entry is None:
+            self.stats["drop_unexpected_xx_finish"] += 1
+            return
+        responder, _ = entry
+        if now - responder.created_at > self.config.session.handshake_retry * 2:
+            del self._xx_half_open[finish.receiver_index]
+            self.stats["drop_stale_xx_finish"] += 1
+            return
+        result = responder.finish(finish.noise_message, self._bindings)
+        if result is None:
+            self.stats["drop_bad_xx_finish"] += 1
+            return
+        del self._xx_half_open[finish.receiver_index]
+        proof, keys = result
+        peer = self._accept_peer(proof)
+        if peer is None:
+            return
+        restarted = self._learn_proof(peer, proof, now)
+        kp = self._install_keypair(
+            peer, responder.local_index, responder.remote_index, keys, initiator=False, now=now
+        )
+        # Message 3 decrypted under the new keys: the client holds them (key confirmation).
+        peer.keys.confirm(kp, now)
+        peer.path = addr
+        peer.last_received = now
+        peer.restart_unannounced = peer.restart_unannounced or restarted
+        self._dirty.add(peer)
+        self._announce_session(peer, initiator=False)
+
+    def _accept_peer(self, proof: PeerProof) -> Peer | None:
+        """The peer an authenticated initiator is, if we answer it at all (DESIGN 8)."""
+        if proof.address == self.address:
+            self.stats["drop_self_initiation"] += 1
+            return None
+        peer = self._peers.get(proof.address)
+        trusted = peer.trusted if peer is not None else self._policy_trusts(proof.address)
+        if not trusted and not self.config.public:
+            # Private by default: a stranger gets no answer and learns nothing.
+            self.stats["drop_untrusted_initiation"] += 1
+            return None
+        if peer is None:
+            peer = self._new_peer(proof.address, proof.public_key, proof.static_public, trusted)
+        return peer
+
+    def _policy_trusts(self, address: str) -> bool:
+        return self._trust_policy is not None and self._trust_policy(address)
+
+    def _retry_interval(self) -> float:
+        session = self.config.session
+        jitter = int.from_bytes(self._rng(2), "big") / 65535 * session.handshake_jitter
+        return session.handshake_retry + jitter
+
     # ------------------------------------------------------------------ handshakes
 
     def _start_handshake(self, peer: Peer, now: float) -> None:
@@ -458,9 +683,7 @@ class Node:
         for target in targets:
             if target is not None:
                 self._outbox.append(Transmit(packet, target))
-        session = self.config.session
-        jitter = int.from_bytes(self._rng(2), "big") / 65535 * session.handshake_jitter
-        peer.handshake_retry_at = now + session.handshake_retry + jitter
+        peer.handshake_retry_at = now + self._retry_interval()
         self.stats["initiations_sent"] += 1
 
     def _retry_handshake(self, peer: Peer, now: float) -> None:
@@ -536,7 +759,12 @@ class Node:
     def _new_index(self) -> int:
         while True:
             index = int.from_bytes(self._rng(4), "big")
-            if index not in self._keypairs_by_index and index not in self._handshakes_by_index:
+            if (
+                index not in self._keypairs_by_index
+                and index not in self._handshakes_by_index
+                and index not in self._rendezvous_by_index
+                and index not in self._xx_half_open
+            ):
                 return index
 
     # ------------------------------------------------------------------ sending

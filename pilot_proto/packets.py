@@ -15,6 +15,10 @@ HANDSHAKE_INITIATION: Final = 0x50
 HANDSHAKE_RESPONSE: Final = 0x51
 COOKIE_REPLY: Final = 0x52
 TRANSPORT: Final = 0x53
+#: Noise XX toward a rendezvous whose key is learned on first use (DESIGN 4 and 6).
+XX_INIT: Final = 0x54
+XX_RESPONSE: Final = 0x55
+XX_FINISH: Final = 0x56
 
 MAC_SIZE: Final = 16
 TAG_SIZE: Final = 16
@@ -34,6 +38,16 @@ COOKIE_REPLY_SIZE: Final = 1 + 4 + COOKIE_NONCE_SIZE + COOKIE_SIZE + TAG_SIZE
 #: Transport header: type, receiver index, 64-bit counter. It is the AEAD's associated data.
 TRANSPORT_HEADER_SIZE: Final = 1 + 4 + 8
 TRANSPORT_OVERHEAD: Final = TRANSPORT_HEADER_SIZE + TAG_SIZE
+
+#: XX message 2: e (32) + encrypted s (32 + 16) + encrypted responder payload.
+XX_RESPONSE_NOISE_SIZE: Final = KEY_SIZE + KEY_SIZE + TAG_SIZE + RESPONSE_PAYLOAD_SIZE + TAG_SIZE
+XX_RESPONSE_SIZE: Final = 1 + 4 + 4 + XX_RESPONSE_NOISE_SIZE
+#: XX message 1 is only `e`, padded with zeros to the size of message 2 so that an
+#: unauthenticated request can never draw a larger answer (DESIGN 4: no amplification).
+XX_INIT_SIZE: Final = XX_RESPONSE_SIZE
+#: XX message 3: encrypted s (32 + 16) + encrypted initiator payload.
+XX_FINISH_NOISE_SIZE: Final = KEY_SIZE + TAG_SIZE + INITIATION_PAYLOAD_SIZE + TAG_SIZE
+XX_FINISH_SIZE: Final = 1 + 4 + XX_FINISH_NOISE_SIZE
 
 _INDEX = struct.Struct(">I")
 _TWO_INDEXES = struct.Struct(">II")
@@ -107,3 +121,47 @@ def decode_cookie_reply(data: bytes) -> CookieReply | None:
 
 def transport_header(receiver_index: int, counter: int) -> bytes:
     return TRANSPORT_HEADER.pack(TRANSPORT, receiver_index, counter)
+
+
+@dataclass(frozen=True, slots=True)
+class XXInit:
+    sender_index: int
+    ephemeral: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class XXFinish:
+    receiver_index: int
+    noise_message: bytes
+
+
+def encode_xx_init(sender_index: int, ephemeral: bytes) -> bytes:
+    body = bytes((XX_INIT,)) + _INDEX.pack(sender_index) + ephemeral
+    return body + bytes(XX_INIT_SIZE - len(body))
+
+
+def decode_xx_init(data: bytes) -> XXInit | None:
+    if len(data) != XX_INIT_SIZE or data[0] != XX_INIT:
+        return None
+    return XXInit(_INDEX.unpack_from(data, 1)[0], data[5 : 5 + KEY_SIZE])
+
+
+def encode_xx_response(sender_index: int, receiver_index: int, noise_message: bytes) -> bytes:
+    return bytes((XX_RESPONSE,)) + _TWO_INDEXES.pack(sender_index, receiver_index) + noise_message
+
+
+def decode_xx_response(data: bytes) -> HandshakeResponse | None:
+    if len(data) != XX_RESPONSE_SIZE or data[0] != XX_RESPONSE:
+        return None
+    sender, receiver = _TWO_INDEXES.unpack_from(data, 1)
+    return HandshakeResponse(sender, receiver, data[9:])
+
+
+def encode_xx_finish(receiver_index: int, noise_message: bytes) -> bytes:
+    return bytes((XX_FINISH,)) + _INDEX.pack(receiver_index) + noise_message
+
+
+def decode_xx_finish(data: bytes) -> XXFinish | None:
+    if len(data) != XX_FINISH_SIZE or data[0] != XX_FINISH:
+        return None
+    return XXFinish(_INDEX.unpack_from(data, 1)[0], data[5:])

@@ -5,6 +5,7 @@ from __future__ import annotations
 from .cookie import CookieJar
 from .delivery import Connection
 from .handshake import OutgoingHandshake
+from .handshake_xx import XXInitiator
 from .keypair import KeyRing
 from .transmit import Addr
 
@@ -71,3 +72,17 @@ class Peer:
         self.close_reason: str | None = None
         self.last_received = float("-inf")
         self.last_sent = float("-inf")
+
+
+class PendingRendezvous:
+    """A session with a rendezvous under way: IK to a pinned key, or XX to learn it."""
+
+    __slots__ = ("cookie_jar", "deadline", "endpoint", "handshake", "retry_at", "static_key")
+
+    def __init__(self, endpoint: Addr, static_key: bytes | None) -> None:
+        self.endpoint = endpoint
+        self.static_key = static_key
+        self.handshake: OutgoingHandshake | XXInitiator | None = None
+        self.cookie_jar: CookieJar | None = None
+        self.retry_at = 0.0
+        self.deadline = 0.0

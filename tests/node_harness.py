@@ -61,6 +61,7 @@ class Lab:
         identity: Identity | None = None,
         addr: Addr | None = None,
         wall_clock: Callable[[], float] | None = None,
+        trust_policy: Callable[[str], bool] | None = None,
     ) -> SimNode:
         identity = identity or Identity.generate(self.net.rng_for("identity " + name))
         config = config or NodeConfig(session=FAST_SESSION)
@@ -69,6 +70,7 @@ class Lab:
             config,
             rng=self.net.rng_for(f"{name}#{len(self.nodes)}"),
             wall_clock=wall_clock or self.net.wall_clock,
+            trust_policy=trust_policy,
         )
         addr = addr or (f"192.0.2.{len(self.nodes) + 1}", 4000 + len(self.nodes))
         self.net.add_host(node, addr)
