@@ -60,6 +60,21 @@ MAX_INITIATION_TARGETS = 8
 _STUN_FIRST_BYTES = frozenset(range(4))
 
 
+#: Every datagram `receive_datagram` sees ends in exactly one of these counters or in a
+#: `drop_*` counter: `stats["datagrams_received"]` equals their sum (tests check it).
+ACCEPTED_OUTCOMES = (
+    "accepted_transport",
+    "accepted_response",
+    "accepted_xx_response",
+    "accepted_xx_finish",
+    "handshakes_answered",
+    "cookie_replies_sent",
+    "cookies_received",
+    "xx_answered",
+    "internal_error",
+)
+
+
 class Node:
     """A peer-to-peer node: handshakes, sessions and delivery toward any number of peers."""
 
@@ -247,6 +262,7 @@ class Node:
 
     def receive_datagram(self, data: bytes, addr: Addr, now: float) -> None:
         """Process one datagram from the network. Never raises: drops are counted."""
+        self.stats["datagrams_received"] += 1
         if not data:
             self.stats["drop_empty"] += 1
             return
@@ -347,11 +363,13 @@ class Node:
             # Roaming: the newest authenticated packet names the peer's current address.
             peer.path = addr
         if not payload:
+            self.stats["accepted_transport"] += 1
             self.stats["keepalives_received"] += 1
             return
         if not peer.trusted:
             self.stats["drop_untrusted_payload"] += 1
             return
+        self.stats["accepted_transport"] += 1
         connection = self._ensure_connection(peer, now)
         connection.receive_payload(payload, now)
         self._drain(peer, now)
@@ -415,6 +433,7 @@ class Node:
             if result is None:
                 self.stats["drop_bad_response"] += 1
                 return
+            self.stats["accepted_response"] += 1
             self._rendezvous_established(pending, result[0], result[1], response.sender_index, now)
             return
         peer = self._handshakes_by_index.get(response.receiver_index)
@@ -426,6 +445,7 @@ class Node:
             self.stats["drop_bad_response"] += 1
             return
         proof, keys = result
+        self.stats["accepted_response"] += 1
         del self._handshakes_by_index[response.receiver_index]
         peer.handshake = None
         peer.handshake_retry_at = peer.handshake_deadline = None
@@ -529,6 +549,7 @@ class Node:
             self.stats["drop_bad_xx_response"] += 1
             return
         proof, message3, keys = result
+        self.stats["accepted_xx_response"] += 1
         self._outbox.append(Transmit(encode_xx_finish(response.sender_index, message3), addr))
         self._rendezvous_established(pending, proof, keys, response.sender_index, now)
 
@@ -610,6 +631,7 @@ class Node:
         peer = self._accept_peer(proof)
         if peer is None:
             return
+        self.stats["accepted_xx_finish"] += 1
         restarted = self._learn_proof(peer, proof, now)
         kp = self._install_keypair(
             peer, responder.local_index, responder.remote_index, keys, initiator=False, now=now
