@@ -2,9 +2,8 @@
 
 Sans-IO and stateless: bytes in, `StunMessage` out, and back. `decode_message` is the one
 entry point for remote input and raises only `StunDecodeError`; `is_stun`,
-`check_fingerprint` and `check_integrity` never raise at all. `answer_binding_request` is
-the server side the rendezvous uses: it turns a Binding request into the bytes to send back,
-never more than three times the size of the request (DESIGN section 6).
+`check_fingerprint` and `check_integrity` never raise at all. The server side (answering
+Binding requests) is in `stun_server`, the client transactions in `stun_client`.
 
 A message keeps its attributes as an ordered tuple of `(type, value)` with the values
 unpadded, so unknown attributes survive a decode and re-encode untouched; typed accessors
@@ -28,7 +27,6 @@ from .errors import LocalProtocolError, PilotError
 from .transmit import Addr
 
 __all__ = [
-    "AMPLIFICATION_FACTOR",
     "FINGERPRINT_XOR",
     "HEADER_SIZE",
     "MAGIC_COOKIE",
@@ -43,7 +41,6 @@ __all__ = [
     "StunMessage",
     "StunMethod",
     "address_attribute",
-    "answer_binding_request",
     "build_binding_request",
     "build_binding_response",
     "build_error_response",
@@ -53,8 +50,11 @@ __all__ = [
     "decode_message",
     "encode_message",
     "error_code_attribute",
+    "has_attribute",
     "is_stun",
     "long_term_key",
+    "peek_header",
+    "response_port_attribute",
     "short_term_key",
     "text_attribute",
     "unknown_attributes_attribute",
@@ -119,13 +119,14 @@ class StunAttr(IntEnum):
     NONCE = 0x0015
     MESSAGE_INTEGRITY_SHA256 = 0x001C
     XOR_MAPPED_ADDRESS = 0x0020
+    PADDING = 0x0026
+    RESPONSE_PORT = 0x0027
     SOFTWARE = 0x8022
     FINGERPRINT = 0x8028
     RESPONSE_ORIGIN = 0x802B
     OTHER_ADDRESS = 0x802C
 
 
-_KNOWN_ATTRS = frozenset(int(a) for a in StunAttr)
 _ADDRESS_ATTRS = frozenset(
     {StunAttr.MAPPED_ADDRESS, StunAttr.RESPONSE_ORIGIN, StunAttr.OTHER_ADDRESS}
 )
@@ -258,6 +259,11 @@ class StunMessage:
     def change_request(self) -> ChangeRequest | None:
         v = self.get(StunAttr.CHANGE_REQUEST)
         return None if v is None else _decode_change_request(v)
+
+    @property
+    def response_port(self) -> int | None:
+        v = self.get(StunAttr.RESPONSE_PORT)
+        return None if v is None else _decode_response_port(v)
 
     @property
     def fingerprint(self) -> int | None:
@@ -395,6 +401,13 @@ def _decode_change_request(value: bytes) -> ChangeRequest:
     return ChangeRequest(bool(flags & _CHANGE_IP), bool(flags & _CHANGE_PORT))
 
 
+def _decode_response_port(value: bytes) -> int:
+    # RFC 5780 section 7.5: a 16-bit port and 2 bytes of padding.
+    if len(value) != 4:
+        raise StunDecodeError("RESPONSE-PORT is not 4 bytes")
+    return int.from_bytes(value[:2], "big")
+
+
 def _decode_fingerprint(value: bytes) -> int:
     if len(value) != 4:
         raise StunDecodeError("FINGERPRINT is not 4 bytes")
@@ -418,6 +431,8 @@ def _validate_value(attr_type: int, value: bytes, transaction_id: bytes) -> None
         _decode_change_request(value)
     elif attr_type == StunAttr.FINGERPRINT:
         _decode_fingerprint(value)
+    elif attr_type == StunAttr.RESPONSE_PORT:
+        _decode_response_port(value)
     elif attr_type == StunAttr.MESSAGE_INTEGRITY:
         if len(value) != 20:
             raise StunDecodeError("MESSAGE-INTEGRITY is not 20 bytes")
@@ -472,6 +487,11 @@ def unknown_attributes_attribute(types: Iterable[int]) -> Attribute:
 def change_request_attribute(change_ip: bool, change_port: bool) -> Attribute:
     flags = (_CHANGE_IP if change_ip else 0) | (_CHANGE_PORT if change_port else 0)
     return StunAttr.CHANGE_REQUEST, flags.to_bytes(4, "big")
+
+
+def response_port_attribute(port: int) -> Attribute:
+    """RESPONSE-PORT (RFC 5780 section 7.5): answer me at this port of my address."""
+    return StunAttr.RESPONSE_PORT, _check_port(port).to_bytes(2, "big") + bytes(2)
 
 
 # ------------------------------------------------------------------ keys
@@ -651,6 +671,21 @@ def _find(data: bytes, wanted: int) -> tuple[int, int] | None:
     return None
 
 
+def peek_header(data: bytes) -> tuple[int, StunClass, bytes] | None:
+    """(method, class, transaction id) of what `is_stun` accepts, else None; the attributes
+    are not looked at, so an error response can be addressed even to a broken request."""
+    data = bytes(data)
+    if not is_stun(data):
+        return None
+    method, message_class = _split_message_type(int.from_bytes(data[:2], "big"))
+    return method, message_class, data[8:HEADER_SIZE]
+
+
+def has_attribute(data: bytes, attr_type: int) -> bool:
+    """Whether the framed attributes of `data` include `attr_type`. Never raises."""
+    return _find(bytes(data), attr_type) is not None
+
+
 def check_fingerprint(data: bytes) -> bool:
     """True if `data` ends in a FINGERPRINT attribute that matches (RFC 8489 section 14.7)."""
     data = bytes(data)
@@ -752,99 +787,3 @@ def build_error_response(
         attrs.append(text_attribute(StunAttr.SOFTWARE, software))
     msg = StunMessage(method, StunClass.ERROR_RESPONSE, transaction_id, tuple(attrs))
     return encode_message(msg, key=key, integrity=integrity, fingerprint=fingerprint)
-
-
-# ------------------------------------------------------------------ server side
-
-#: DESIGN section 6: an unauthenticated request never gets more than this factor back.
-AMPLIFICATION_FACTOR = 3
-
-
-def _unknown_required(message: StunMessage) -> tuple[int, ...]:
-    """Comprehension-required attributes (type < 0x8000) the server does not act on."""
-    unknown: list[int] = []
-    for attr_type, value in message.attributes:
-        if attr_type >= 0x8000 or attr_type in unknown:
-            continue
-        if attr_type not in _KNOWN_ATTRS:
-            unknown.append(attr_type)
-        elif attr_type == StunAttr.CHANGE_REQUEST and value != bytes(4):
-            # RFC 5780 section 7.2: a server that cannot answer from another address
-            # treats a CHANGE-REQUEST asking for it as unknown (420).
-            unknown.append(attr_type)
-    return tuple(unknown)
-
-
-def answer_binding_request(
-    data: bytes,
-    source: Addr,
-    *,
-    other_address: Addr | None = None,
-    response_origin: Addr | None = None,
-) -> bytes | None:
-    """The bytes a STUN server sends back for `data` received from `source`, or None.
-
-    - a Binding request: success with XOR-MAPPED-ADDRESS (and RESPONSE-ORIGIN /
-      OTHER-ADDRESS when given); FINGERPRINT when the request carried one;
-    - unknown comprehension-required attributes (including a CHANGE-REQUEST that asks for
-      a change, which this server cannot do): 420 with UNKNOWN-ATTRIBUTES;
-    - a request of another method, or with malformed attributes: 400;
-    - anything else (not STUN, not a request, a wrong FINGERPRINT): None, send nothing.
-
-    MESSAGE-INTEGRITY in the request is ignored: Binding is answered without credentials.
-    The answer is never larger than 3x the request (optional attributes are dropped
-    first), so the server cannot be used to amplify a spoofed flood.
-    """
-    data = bytes(data)
-    if not is_stun(data):
-        return None
-    message_type = int.from_bytes(data[:2], "big")
-    method, message_class = _split_message_type(message_type)
-    if message_class != StunClass.REQUEST:
-        return None
-    tid = data[8:HEADER_SIZE]
-    has_fingerprint = _find(data, StunAttr.FINGERPRINT) is not None
-    if has_fingerprint and not check_fingerprint(data):
-        return None  # RFC 8489 section 7.3: not STUN after all; discard silently
-    budget = AMPLIFICATION_FACTOR * len(data)
-
-    def fits(candidate: bytes) -> bool:
-        return len(candidate) <= budget
-
-    try:
-        request = decode_message(data)
-    except StunDecodeError:
-        request = None
-    if request is None or method != StunMethod.BINDING:
-        for reason in (None, ""):
-            answer = build_error_response(
-                tid, 400, reason, method=method, fingerprint=has_fingerprint
-            )
-            if fits(answer):
-                return answer
-        return None
-    unknown = _unknown_required(request)
-    if unknown:
-        # Shorten the list and the phrase before giving up: the code alone still helps.
-        for reason, count in ((None, len(unknown)), ("", len(unknown)), ("", 1), ("", 0)):
-            answer = build_error_response(
-                tid, 420, reason, unknown_attributes=unknown[:count], fingerprint=has_fingerprint
-            )
-            if fits(answer):
-                return answer
-        return None
-    for origin, other in (
-        (response_origin, other_address),
-        (None, other_address),
-        (None, None),
-    ):
-        answer = build_binding_response(
-            tid,
-            source,
-            response_origin=origin,
-            other_address=other,
-            fingerprint=has_fingerprint,
-        )
-        if fits(answer):
-            return answer
-    return None

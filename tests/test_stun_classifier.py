@@ -10,13 +10,14 @@ from dataclasses import dataclass, field
 import pytest
 
 from pilot_proto.errors import LocalProtocolError
-from pilot_proto.stun import answer_binding_request, build_binding_response, decode_message
+from pilot_proto.stun import build_binding_response, decode_message
 from pilot_proto.stun_client import (
     ClassifierConfig,
     NatBehaviour,
     NatClassification,
     NatClassifier,
 )
+from pilot_proto.stun_server import answer_binding_request
 from pilot_proto.transmit import Addr
 
 IP1, IP2 = "198.51.100.1", "198.51.100.2"

@@ -15,7 +15,6 @@ from pilot_proto.stun import (
     StunClass,
     StunMessage,
     address_attribute,
-    answer_binding_request,
     build_binding_response,
     build_error_response,
     check_fingerprint,
@@ -30,6 +29,7 @@ from pilot_proto.stun_client import (
     StunClientConfig,
     same_endpoint,
 )
+from pilot_proto.stun_server import answer_binding_request
 from pilot_proto.transmit import Transmit
 
 SERVER = ("192.0.2.10", 3478)

@@ -34,6 +34,7 @@ from pilot_proto.stun import (
     error_code_attribute,
     is_stun,
     long_term_key,
+    response_port_attribute,
     short_term_key,
     text_attribute,
     unknown_attributes_attribute,
@@ -326,6 +327,7 @@ def test_fingerprint_must_be_last() -> None:
         [(StunAttr.UNKNOWN_ATTRIBUTES, b"\x00\x01\x00")],
         [(StunAttr.CHANGE_REQUEST, b"\x00\x00\x06")],
         [(StunAttr.FINGERPRINT, b"\x00\x00")],
+        [(StunAttr.RESPONSE_PORT, b"\x00\x00")],
         [(StunAttr.MESSAGE_INTEGRITY, bytes(19))],
         [(StunAttr.MESSAGE_INTEGRITY_SHA256, bytes(18))],
         [(StunAttr.MESSAGE_INTEGRITY_SHA256, bytes(36))],
@@ -449,6 +451,12 @@ def test_round_trip_change_request(tid: bytes, change_ip: bool, change_port: boo
     assert _round_trip(msg).change_request == ChangeRequest(change_ip, change_port)
 
 
+@given(tid=tids, port=st.integers(0, 65535))
+def test_round_trip_response_port(tid: bytes, port: int) -> None:
+    msg = StunMessage(1, StunClass.REQUEST, tid, (response_port_attribute(port),))
+    assert _round_trip(msg).response_port == port
+
+
 @given(tid=tids, value=st.binary(max_size=64), attr_type=st.integers(0x8030, 0xFFFF))
 def test_round_trip_unknown_attribute_kept_raw(tid: bytes, value: bytes, attr_type: int) -> None:
     assert (
@@ -516,6 +524,7 @@ def test_any_body_behind_a_valid_header(message_type: int, tid: bytes, body: byt
         "error_code",
         "unknown_attributes",
         "change_request",
+        "response_port",
         "fingerprint",
     ):
         getattr(msg, name)

@@ -10,22 +10,22 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pilot_proto.stun import (
-    AMPLIFICATION_FACTOR,
     MAGIC_COOKIE,
     ChangeRequest,
     ErrorCode,
     StunAttr,
     StunClass,
     StunMessage,
-    answer_binding_request,
     build_binding_request,
     build_binding_response,
     check_fingerprint,
     decode_message,
     encode_message,
+    response_port_attribute,
     short_term_key,
     text_attribute,
 )
+from pilot_proto.stun_server import AMPLIFICATION_FACTOR, answer_binding, answer_binding_request
 
 TID = bytes(range(1, 13))
 SOURCE = ("203.0.113.7", 50123)
@@ -195,8 +195,10 @@ def test_no_request_is_answered_with_more_than_three_times_its_size(
     request = encode_message(
         StunMessage(method, StunClass.REQUEST, TID, tuple(attrs)), fingerprint=fingerprint
     )
-    answer = answer_binding_request(request, source, other_address=other, response_origin=origin)
-    assert answer is not None  # every well-framed request gets some answer
+    full = answer_binding(request, source, other_address=other, response_origin=origin)
+    assert full is not None  # every well-framed request gets some answer
+    assert full.addr[0] == source[0]
+    answer = full.data
     assert len(answer) <= AMPLIFICATION_FACTOR * len(request)
     msg = decode_message(answer)
     assert msg.transaction_id == TID
@@ -209,3 +211,54 @@ def test_no_request_is_answered_with_more_than_three_times_its_size(
 def test_any_bytes_get_silence_or_a_small_answer(data: bytes, source: tuple[str, int]) -> None:
     answer = answer_binding_request(data, source)
     assert answer is None or len(answer) <= AMPLIFICATION_FACTOR * len(data)
+    full = answer_binding(data, source, other_address=OTHER, response_origin=ORIGIN)
+    assert full is None or len(full.data) <= AMPLIFICATION_FACTOR * len(data)
+    assert full is None or full.addr[0] == source[0]
+
+
+def test_response_port_redirects_the_answer() -> None:
+    # RFC 5780 section 7.5, as coturn's turnutils_stunclient uses it: it asks from one
+    # socket and waits on the next port up.
+    request = encode_message(
+        StunMessage(1, StunClass.REQUEST, TID, (response_port_attribute(SOURCE[1] + 1),)),
+        fingerprint=True,
+    )
+    answer = answer_binding(request, SOURCE, other_address=OTHER)
+    assert answer is not None
+    assert answer.addr == (SOURCE[0], SOURCE[1] + 1)
+    msg = decode_message(answer.data)
+    assert msg.xor_mapped_address == SOURCE  # still where the request came from
+    # An error goes there too, or that client would wait forever.
+    refused = encode_message(
+        StunMessage(
+            1,
+            StunClass.REQUEST,
+            TID,
+            (response_port_attribute(4000), (StunAttr.CHANGE_REQUEST, b"\x00\x00\x00\x06")),
+        )
+    )
+    answer = answer_binding(refused, SOURCE)
+    assert answer is not None and answer.addr == (SOURCE[0], 4000)
+    assert decode_message(answer.data).unknown_attributes == (StunAttr.CHANGE_REQUEST,)
+    # Port 0 is no port.
+    zero = encode_message(StunMessage(1, StunClass.REQUEST, TID, (response_port_attribute(0),)))
+    answer = answer_binding(zero, SOURCE)
+    assert answer is not None and answer.addr == SOURCE
+    assert decode_message(answer.data).error_code == ErrorCode(400, "Bad Request")
+    # answer_binding_request cannot send elsewhere, so it refuses the attribute.
+    only_bytes = answer_binding_request(request, SOURCE)
+    assert only_bytes is not None
+    assert decode_message(only_bytes).unknown_attributes == (StunAttr.RESPONSE_PORT,)
+
+
+def test_padding_is_not_supported() -> None:
+    msg = _answer(_request((StunAttr.PADDING, bytes(100))))
+    assert msg.unknown_attributes == (StunAttr.PADDING,)
+
+
+def test_plain_answer_goes_back_to_the_source() -> None:
+    answer = answer_binding(build_binding_request(TID), SOURCE, response_origin=ORIGIN)
+    assert answer is not None and answer.addr == SOURCE
+    assert answer.data == answer_binding_request(
+        build_binding_request(TID), SOURCE, response_origin=ORIGIN
+    )
