@@ -283,8 +283,10 @@ class StunClient:
         if message.has(StunAttr.FINGERPRINT) and not check_fingerprint(data):
             self.stats["drop_bad_fingerprint"] += 1
             return False
-        if tx.integrity_key is not None and (success or message.has(StunAttr.MESSAGE_INTEGRITY)):
-            sha256 = message.has(StunAttr.MESSAGE_INTEGRITY_SHA256)
+        sha256 = message.has(StunAttr.MESSAGE_INTEGRITY_SHA256)
+        signed = sha256 or message.has(StunAttr.MESSAGE_INTEGRITY)
+        # RFC 8489 section 9.1.4: an unsigned error response (400, 401) is still read.
+        if tx.integrity_key is not None and (success or signed):
             if not check_integrity(data, tx.integrity_key, sha256=sha256):
                 self.stats["drop_bad_integrity"] += 1
                 return False

@@ -7,6 +7,8 @@ import itertools
 from collections.abc import Callable
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from pilot_proto.errors import LocalProtocolError
 from pilot_proto.stun import (
@@ -293,3 +295,17 @@ def test_config_and_rng_misuse() -> None:
         stuck.start_binding(SERVER, 0.0)
     with pytest.raises(LocalProtocolError, match="wrong number"):
         StunClient(lambda n: b"short").start_binding(SERVER, 0.0)
+
+
+@given(data=st.binary(max_size=120), flip=st.integers(0, 200))
+def test_any_datagram_never_raises(data: bytes, flip: int) -> None:
+    client = StunClient(counter_rng())
+    tid = client.start_binding(SERVER, 0.0)
+    answer = bytearray(build_binding_response(tid, ME, fingerprint=True))
+    answer[flip % len(answer)] ^= 0x5A
+    for datagram in (data, bytes(answer), data[:4] + answer[4:]):
+        consumed = client.receive_datagram(datagram, SERVER, 0.1)
+        assert consumed == (client.pending == 0)
+        if consumed:
+            break
+    assert sum(client.stats.values()) >= 2
