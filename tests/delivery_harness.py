@@ -13,6 +13,8 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from hypothesis import strategies as st
+
 from pilot_proto.delivery import (
     Connection,
     ConnectionClosed,
@@ -28,6 +30,25 @@ from pilot_proto.delivery import (
     StreamReset,
     StreamWritable,
 )
+from pilot_proto.delivery.frames import (
+    MESSAGE_TYPES,
+    Ack,
+    Close,
+    Datagram,
+    Frame,
+    MaxData,
+    MaxMessageData,
+    MaxStreamData,
+    Message,
+    Ping,
+    Pong,
+    Receipt,
+    Stream,
+)
+from pilot_proto.delivery.frames import (
+    StreamReset as StreamResetFrame,
+)
+from pilot_proto.delivery.varint import MAX_VARINT
 from pilot_proto.events import Event
 
 ADDRESS_A = "aaaa:0000:0000:0000:0000:0000:0000:0001"
@@ -111,6 +132,7 @@ class App:
     hashes: dict[int, hashlib._Hash] = field(default_factory=dict)
     counts: dict[int, int] = field(default_factory=dict)
     ended: set[int] = field(default_factory=set)
+    unread: set[int] = field(default_factory=set)  # StreamReadable seen while not reading
     opened: dict[int, int] = field(default_factory=dict)
     resets: dict[int, str] = field(default_factory=dict)
     messages: list[MessageReceived] = field(default_factory=list)
@@ -170,8 +192,9 @@ class Side:
                 outbox[stream_id] = (data, position + take, end)
 
     def read_all(self) -> None:
-        for stream_id in list(self.app.opened) + list(self.app.received):
+        for stream_id in {*self.app.opened, *self.app.received, *self.app.unread}:
             self.read(stream_id)
+        self.app.unread.clear()
 
     def read(self, stream_id: int) -> None:
         for _ in range(1000):
@@ -191,6 +214,8 @@ class Side:
             if isinstance(event, StreamReadable):
                 if app.reading:
                     self.read(event.stream_id)
+                else:
+                    app.unread.add(event.stream_id)
             elif isinstance(event, StreamOpened):
                 app.opened[event.stream_id] = event.port
             elif isinstance(event, StreamEnded):
@@ -338,3 +363,57 @@ class Pair:
 
     def quiet(self) -> bool:
         return not self.link_ab.in_flight and not self.link_ba.in_flight
+
+
+# --------------------------------------------------------------------- frame strategies
+
+ids = st.binary(min_size=16, max_size=16)
+challenges = st.binary(min_size=8, max_size=8)
+varints = st.integers(min_value=0, max_value=MAX_VARINT)
+small = st.integers(min_value=0, max_value=1 << 40)
+reasons = st.text(max_size=200)
+
+
+@st.composite
+def ack_frames(draw: st.DrawFn) -> Ack:
+    count = draw(st.integers(min_value=1, max_value=20))
+    high = draw(st.integers(min_value=0, max_value=1 << 40))
+    ranges: list[tuple[int, int]] = []
+    for _ in range(count):
+        length = draw(st.integers(min_value=0, max_value=min(50, high)))
+        low = high - length
+        ranges.append((low, high))
+        high = low - 2 - draw(st.integers(min_value=0, max_value=50))
+        if high < 0:
+            break
+    return Ack(tuple(ranges), draw(small))
+
+
+@st.composite
+def message_frames(draw: st.DrawFn) -> Message:
+    data = draw(st.binary(max_size=300))
+    offset = draw(st.integers(min_value=0, max_value=1000))
+    total = offset + len(data) + draw(st.integers(min_value=0, max_value=1000))
+    return Message(
+        draw(small), draw(ids), draw(st.sampled_from(MESSAGE_TYPES)), total, offset, data,
+        draw(st.none() | ids),
+    )
+
+
+frames_strategy: st.SearchStrategy[Frame] = st.one_of(
+    st.builds(Ping, challenges),
+    st.builds(Pong, challenges),
+    ack_frames(),
+    st.builds(Receipt, ids),
+    st.builds(MaxData, varints),
+    st.builds(MaxStreamData, varints, varints),
+    st.builds(MaxMessageData, varints),
+    st.builds(StreamResetFrame, varints, varints, varints, reasons),
+    st.builds(Datagram, st.binary(max_size=300)),
+    message_frames(),
+    st.builds(Close, varints, reasons),
+    st.builds(
+        Stream, small, small, st.binary(max_size=300), st.booleans(),
+        st.none() | st.integers(min_value=0, max_value=65535),
+    ),
+)

@@ -5,24 +5,19 @@ from __future__ import annotations
 import itertools
 
 import pytest
+from delivery_harness import frames_strategy
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pilot_proto.delivery.frames import (
     MAX_REASON_BYTES,
-    MESSAGE_TYPES,
     Ack,
     Close,
-    Datagram,
     Frame,
     FrameDecodeError,
-    MaxData,
-    MaxMessageData,
-    MaxStreamData,
     Message,
     Padding,
     Ping,
-    Pong,
     Receipt,
     Stream,
     StreamReset,
@@ -86,58 +81,6 @@ def test_varint_round_trip(value: int) -> None:
 
 
 # ----------------------------------------------------------------------------- frames
-
-ids = st.binary(min_size=16, max_size=16)
-challenges = st.binary(min_size=8, max_size=8)
-varints = st.integers(min_value=0, max_value=MAX_VARINT)
-small = st.integers(min_value=0, max_value=1 << 40)
-reasons = st.text(max_size=200)
-
-
-@st.composite
-def ack_frames(draw: st.DrawFn) -> Ack:
-    count = draw(st.integers(min_value=1, max_value=20))
-    high = draw(st.integers(min_value=0, max_value=1 << 40))
-    ranges: list[tuple[int, int]] = []
-    for _ in range(count):
-        length = draw(st.integers(min_value=0, max_value=min(50, high)))
-        low = high - length
-        ranges.append((low, high))
-        high = low - 2 - draw(st.integers(min_value=0, max_value=50))
-        if high < 0:
-            break
-    return Ack(tuple(ranges), draw(small))
-
-
-@st.composite
-def message_frames(draw: st.DrawFn) -> Message:
-    data = draw(st.binary(max_size=300))
-    offset = draw(st.integers(min_value=0, max_value=1000))
-    total = offset + len(data) + draw(st.integers(min_value=0, max_value=1000))
-    return Message(
-        draw(small), draw(ids), draw(st.sampled_from(MESSAGE_TYPES)), total, offset, data,
-        draw(st.none() | ids),
-    )
-
-
-frames_strategy: st.SearchStrategy[Frame] = st.one_of(
-    st.builds(Ping, challenges),
-    st.builds(Pong, challenges),
-    ack_frames(),
-    st.builds(Receipt, ids),
-    st.builds(MaxData, varints),
-    st.builds(MaxStreamData, varints, varints),
-    st.builds(MaxMessageData, varints),
-    st.builds(StreamReset, varints, varints, varints, reasons),
-    st.builds(Datagram, st.binary(max_size=300)),
-    message_frames(),
-    st.builds(Close, varints, reasons),
-    st.builds(
-        Stream, small, small, st.binary(max_size=300), st.booleans(),
-        st.none() | st.integers(min_value=0, max_value=65535),
-    ),
-)
-
 
 @SETTINGS
 @given(st.integers(min_value=0, max_value=MAX_VARINT), st.lists(frames_strategy, min_size=1,

@@ -152,7 +152,9 @@ def create_congestion_controller(
     """The controller called `name` in the config."""
     if name == "newreno":
         return NewReno(
-            max_datagram_size, initial_window_packets, minimum_window_packets,
+            max_datagram_size,
+            initial_window_packets,
+            minimum_window_packets,
             loss_reduction_factor,
         )
     raise ValueError(f"unknown congestion control {name!r}; known: 'newreno'")

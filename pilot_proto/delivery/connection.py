@@ -134,11 +134,21 @@ class _StreamEntry:
     """Both halves of one stream and what the application knows about it."""
 
     __slots__ = (
-        "announced", "awaiting_final_size", "port", "receive", "reset", "send", "stream_id",
+        "announced",
+        "awaiting_final_size",
+        "port",
+        "receive",
+        "reset",
+        "send",
+        "stream_id",
     )
 
     def __init__(
-        self, stream_id: int, send: SendStream, receive: ReceiveStream, port: int | None,
+        self,
+        stream_id: int,
+        send: SendStream,
+        receive: ReceiveStream,
+        port: int | None,
         announced: bool,
     ) -> None:
         self.stream_id = stream_id
@@ -207,7 +217,9 @@ class Connection:
         self._outgoing = OutgoingMessages(INITIAL_MESSAGE_CREDIT)
         self._outgoing_in_ready = False
         self._incoming = IncomingMessages(
-            INITIAL_MESSAGE_CREDIT, config.message_receive_window, config.max_message_size,
+            INITIAL_MESSAGE_CREDIT,
+            config.message_receive_window,
+            config.max_message_size,
             self._deliver_message,
         )
         self._unconfirmed: set[bytes] = set()
@@ -238,8 +250,11 @@ class Connection:
     def _new_recovery(self) -> LossRecovery:
         config = self.config
         cc = create_congestion_controller(
-            config.congestion_control, self._pmtu.current, config.initial_window_packets,
-            config.minimum_window_packets, config.loss_reduction_factor,
+            config.congestion_control,
+            self._pmtu.current,
+            config.initial_window_packets,
+            config.minimum_window_packets,
+            config.loss_reduction_factor,
         )
         return LossRecovery(
             cc,
@@ -329,9 +344,7 @@ class Connection:
         if len(data) > self.config.max_message_size:
             raise MessageTooLarge(len(data), self.config.max_message_size, "message")
         message_id = self._random_message_id()
-        message = OutgoingMessage(
-            message_id, MESSAGE_TYPES.index(type), bytes(data), reply_to
-        )
+        message = OutgoingMessage(message_id, MESSAGE_TYPES.index(type), bytes(data), reply_to)
         self._outgoing.add(message)
         self._schedule_messages()
         return message_id
@@ -631,8 +644,11 @@ class Connection:
         implicitly (RFC 9000 section 3.2); None if the frame must be dropped."""
         stats = self.stats
         if not stream_id & 1:
-            stats["frame_for_unknown_local_stream" if stream_id >= self._next_local_stream
-                  else "frame_for_closed_stream"] += 1
+            stats[
+                "frame_for_unknown_local_stream"
+                if stream_id >= self._next_local_stream
+                else "frame_for_closed_stream"
+            ] += 1
             return None
         if stream_id < self._next_peer_stream:
             stats["frame_for_closed_stream"] += 1
@@ -684,8 +700,13 @@ class Connection:
         if 2 * len(data) < payload_size:
             data = bytes(data)
         dropped = self._incoming.on_chunk(
-            frame.base, frame.message_id, frame.content_type, frame.total_length,
-            frame.offset, data, frame.reply_to,
+            frame.base,
+            frame.message_id,
+            frame.content_type,
+            frame.total_length,
+            frame.offset,
+            data,
+            frame.reply_to,
         )
         if dropped is not None:
             self.stats[dropped] += 1
@@ -1091,8 +1112,10 @@ class Connection:
             entry = self._streams.get(stream_id)
             if entry is None or entry.reset:
                 continue
-            frame = b"\x06" + encode_varint(stream_id) + encode_varint(
-                entry.receive.window.next_limit()
+            frame = (
+                b"\x06"
+                + encode_varint(stream_id)
+                + encode_varint(entry.receive.window.next_limit())
             )
             parts.append(frame)
             records.append((KIND_MAX_STREAM_DATA, stream_id))

@@ -191,13 +191,22 @@ def stream_frame_header(
         frame_type |= FrameType.STREAM_FIN
     if port is None:
         return b"".join(
-            (_ONE[frame_type], encode_varint(stream_id), encode_varint(offset),
-             encode_varint(length))
+            (
+                _ONE[frame_type],
+                encode_varint(stream_id),
+                encode_varint(offset),
+                encode_varint(length),
+            )
         )
     frame_type |= FrameType.STREAM_PORT
     return b"".join(
-        (_ONE[frame_type], encode_varint(stream_id), encode_varint(offset),
-         encode_varint(port), encode_varint(length))
+        (
+            _ONE[frame_type],
+            encode_varint(stream_id),
+            encode_varint(offset),
+            encode_varint(port),
+            encode_varint(length),
+        )
     )
 
 
@@ -213,12 +222,27 @@ def message_frame_header(
     """Everything of a MESSAGE frame before its chunk."""
     if reply_to is None:
         return b"".join(
-            (b"\x0a\x00", encode_varint(base), message_id, _ONE[type_code],
-             encode_varint(total_length), encode_varint(offset), encode_varint(length))
+            (
+                b"\x0a\x00",
+                encode_varint(base),
+                message_id,
+                _ONE[type_code],
+                encode_varint(total_length),
+                encode_varint(offset),
+                encode_varint(length),
+            )
         )
     return b"".join(
-        (b"\x0a\x01", encode_varint(base), message_id, _ONE[type_code], reply_to,
-         encode_varint(total_length), encode_varint(offset), encode_varint(length))
+        (
+            b"\x0a\x01",
+            encode_varint(base),
+            message_id,
+            _ONE[type_code],
+            reply_to,
+            encode_varint(total_length),
+            encode_varint(offset),
+            encode_varint(length),
+        )
     )
 
 
@@ -267,8 +291,13 @@ def encode_frame(frame: Frame) -> bytes:
         if frame.reply_to is not None and len(frame.reply_to) != MESSAGE_ID_SIZE:
             raise ValueError("reply_to is a 16-byte message id")
         return message_frame_header(
-            frame.base, frame.message_id, _MESSAGE_TYPE_CODES[frame.content_type],
-            frame.total_length, frame.offset, len(frame.data), frame.reply_to,
+            frame.base,
+            frame.message_id,
+            _MESSAGE_TYPE_CODES[frame.content_type],
+            frame.total_length,
+            frame.offset,
+            len(frame.data),
+            frame.reply_to,
         ) + bytes(frame.data)
     if isinstance(frame, Padding):
         return bytes(frame.length)
@@ -288,8 +317,13 @@ def encode_frame(frame: Frame) -> bytes:
         return b"\x07" + encode_varint(frame.maximum)
     if isinstance(frame, StreamReset):
         return b"".join(
-            (b"\x08", encode_varint(frame.stream_id), encode_varint(frame.final_size),
-             encode_varint(frame.code), _encode_reason(frame.reason))
+            (
+                b"\x08",
+                encode_varint(frame.stream_id),
+                encode_varint(frame.final_size),
+                encode_varint(frame.code),
+                _encode_reason(frame.reason),
+            )
         )
     if isinstance(frame, Datagram):
         return b"\x09" + encode_varint(len(frame.data)) + bytes(frame.data)
@@ -365,9 +399,7 @@ def _decode_ack(data: memoryview, pos: int, end: int) -> tuple[Ack, int]:
     return Ack(tuple(ranges), delay), pos
 
 
-def _decode_stream(
-    data: memoryview, pos: int, end: int, frame_type: int
-) -> tuple[Stream, int]:
+def _decode_stream(data: memoryview, pos: int, end: int, frame_type: int) -> tuple[Stream, int]:
     stream_id, pos = _varint(data, pos)
     offset, pos = _varint(data, pos)
     port = None

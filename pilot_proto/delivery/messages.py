@@ -90,8 +90,13 @@ class OutgoingMessages:
     ) -> int:
         data = message.data
         header = message_frame_header(
-            message.base, message.message_id, message.type_code, len(data), start,
-            end - start, message.reply_to,
+            message.base,
+            message.message_id,
+            message.type_code,
+            len(data),
+            start,
+            end - start,
+            message.reply_to,
         )
         parts.append(header)
         if end > start:
@@ -296,8 +301,9 @@ class IncomingMessages:
             self._held -= entry.held
             self._advance(entry.total)
             if not entry.rejected:
-                self._deliver(entry.message_id, entry.content_type, entry.assemble(),
-                              entry.reply_to)
+                self._deliver(
+                    entry.message_id, entry.content_type, entry.assemble(), entry.reply_to
+                )
 
     @staticmethod
     def type_code(content_type: str) -> int:

@@ -191,6 +191,8 @@ class SendStream:
     ) -> int:
         """Append frames (wire parts and sent-frame records) within `space` bytes; return
         the space left. New data is limited by the stream's and the connection's credit."""
+        if self.state is SendState.RESET:
+            return space
         overhead = 1 + varint_size(self.stream_id) + varint_size(space)
         if self.port is not None:
             overhead += varint_size(self.port)
@@ -249,11 +251,7 @@ class SendStream:
             if self._acked_beyond is None:
                 self._acked_beyond = RangeSet()
             self._acked_beyond.add(start, end)
-        if (
-            self.fin_acked
-            and self.state is SendState.ENDED
-            and self.acked_end >= self.buffered_end
-        ):
+        if self.fin_acked and self.state is SendState.ENDED and self.acked_end >= self.buffered_end:
             self.state = send_transition(self.state, SendEvent.ALL_ACKED)
 
     def _trim(self) -> None:
