@@ -85,3 +85,63 @@ class InvalidMessageType(LocalProtocolError):
 
 class InvalidPort(LocalProtocolError):
     """A stream port outside 0-65535."""
+
+
+# Raised by the bindings (pilot_asyncio, pilot_gevent, pilot_threads): one hierarchy for all
+# three, so code that catches them does not depend on the I/O style.
+
+
+class PilotTimeout(PilotError, TimeoutError):
+    """An operation did not finish in time. What it started may still complete (a message
+    can be delivered late); the node itself is unchanged and stays usable."""
+
+
+class ConnectionFailed(PilotError):
+    """No session with the peer could be made (the handshake failed or timed out), or it
+    ended while the caller waited for it."""
+
+    def __init__(self, address: str, reason: str) -> None:
+        super().__init__(f"no connection to {address}: {reason}")
+        self.address = address
+        self.reason = reason
+
+
+class ConnectTimeout(ConnectionFailed, PilotTimeout):
+    """The handshake with the peer did not complete within the caller's timeout."""
+
+
+class ConnectionLost(ConnectionFailed):
+    """The session with the peer closed (by the peer, locally, or because it was untrusted)
+    while the caller waited; what was queued toward the peer was dropped with it."""
+
+
+class DeliveryTimeout(PilotTimeout):
+    """No receipt for a message within the timeout: the peer's application has not
+    confirmed it. It stays queued and may still be delivered."""
+
+    def __init__(self, address: str, message_id: bytes, timeout: float) -> None:
+        super().__init__(
+            f"message {message_id.hex()} to {address} was not confirmed within {timeout:g} s; "
+            f"it stays queued and may still be delivered"
+        )
+        self.address = address
+        self.message_id = message_id
+        self.timeout = timeout
+
+
+class StreamResetError(PilotError):
+    """The stream was aborted: by the peer, by us (a write cancelled part-way) or by a
+    restart of the peer. No more data flows on it in either direction."""
+
+    def __init__(self, address: str, stream_id: int, reason: str) -> None:
+        super().__init__(f"stream {stream_id} with {address} was reset: {reason or 'no reason'}")
+        self.address = address
+        self.stream_id = stream_id
+        self.reason = reason
+
+
+class NodeClosed(PilotError):
+    """The node was closed (or never started); nothing more can be done with it."""
+
+    def __init__(self, message: str = "the node is closed; start a new one") -> None:
+        super().__init__(message)

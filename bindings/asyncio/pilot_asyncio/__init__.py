@@ -1,1 +1,36 @@
-"""pilot_asyncio: the asyncio (uvloop) binding of pilot-proto."""
+"""pilot_asyncio: the asyncio binding of pilot-proto (default event loop or uvloop).
+
+A `Node` owns a UDP socket on the running loop; its coroutines may be awaited from any
+number of tasks at once. The library never installs uvloop: the application chooses.
+
+    async with Node(identity) as node:
+        node.add_peer(record, [endpoint])
+        await node.send_message(record.address, b"hello")   # returns once receipted
+"""
+
+from pilot_proto.errors import (
+    ConnectionFailed,
+    ConnectionLost,
+    ConnectTimeout,
+    DeliveryTimeout,
+    NodeClosed,
+    PilotError,
+    PilotTimeout,
+    StreamResetError,
+)
+
+from .node import Node
+from .stream import Stream
+
+__all__ = [
+    "ConnectTimeout",
+    "ConnectionFailed",
+    "ConnectionLost",
+    "DeliveryTimeout",
+    "Node",
+    "NodeClosed",
+    "PilotError",
+    "PilotTimeout",
+    "Stream",
+    "StreamResetError",
+]

@@ -1,1 +1,36 @@
-"""pilot_threads: the thread binding of pilot-proto."""
+"""pilot_threads: the thread binding of pilot-proto.
+
+A `Node` owns a UDP socket and an I/O thread; its blocking methods may be called from any
+number of threads at once (each call is queued to the I/O thread, the core's one owner).
+
+    with Node(identity) as node:
+        node.add_peer(record, [endpoint])
+        node.send_message(record.address, b"hello")      # returns once receipted
+"""
+
+from pilot_proto.errors import (
+    ConnectionFailed,
+    ConnectionLost,
+    ConnectTimeout,
+    DeliveryTimeout,
+    NodeClosed,
+    PilotError,
+    PilotTimeout,
+    StreamResetError,
+)
+
+from .node import Node
+from .stream import Stream
+
+__all__ = [
+    "ConnectTimeout",
+    "ConnectionFailed",
+    "ConnectionLost",
+    "DeliveryTimeout",
+    "Node",
+    "NodeClosed",
+    "PilotError",
+    "PilotTimeout",
+    "Stream",
+    "StreamResetError",
+]

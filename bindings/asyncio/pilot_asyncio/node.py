@@ -1,0 +1,295 @@
+"""A pilot-proto node on an asyncio event loop: coroutines, async iterators, `async with`.
+
+The loop is the core's single owner: the socket is read from an `add_reader` callback,
+the one timer is a `call_at` handle, and application calls run on the loop and end by
+scheduling one poll (`call_soon`), so calls made in the same loop turn share one flush.
+Works on the default loop and on uvloop; the library never installs uvloop itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from types import TracebackType
+from typing import Any
+
+from pilot_proto import Identity, IdentityRecord, NodeConfig
+from pilot_proto import Node as CoreNode
+from pilot_proto.delivery import DatagramReceived, MessageReceived
+from pilot_proto.driver import RECEIVE_BATCH, RECEIVE_ROUNDS, Driver, Notify, Pending
+from pilot_proto.errors import NodeClosed
+from pilot_proto.events import Event, PeerInfo
+from pilot_proto.transmit import Addr
+
+from .stream import Stream
+from .udp import UdpPort, open_socket
+
+# The core wants fine-grained monotonic seconds: uvloop's loop.time() has millisecond
+# resolution, too coarse for RTTs on a LAN.
+_monotonic = time.monotonic
+
+
+class Node:
+    """A node bound to a UDP socket on the running event loop.
+
+    Coroutine methods take `timeout` seconds (None waits as long as it takes) and raise a
+    `PilotTimeout` subclass when it passes; cancelling the awaiting task is always safe.
+    Use `async with Node(identity) as node:`, or `await node.start()` and `await node.close()`.
+    """
+
+    def __init__(
+        self,
+        identity: Identity,
+        config: NodeConfig | None = None,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        sock: socket.socket | None = None,
+        auto_confirm: bool = True,
+        on_event: Callable[[Event], None] | None = None,
+        rng: Callable[[int], bytes] = os.urandom,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.identity = identity
+        self._core = CoreNode(identity, config, rng=rng, wall_clock=wall_clock)
+        self._driver = Driver(self._core, auto_confirm=auto_confirm, on_event=on_event)
+        self._bind = (host, port, sock)
+        self._owns_socket = sock is None
+        self._udp: UdpPort | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._poll_scheduled = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+
+    # ------------------------------------------------------------------ life cycle
+
+    @property
+    def address(self) -> str:
+        """This node's address (DESIGN 3)."""
+        return self.identity.address
+
+    @property
+    def endpoint(self) -> Addr:
+        """The bound UDP endpoint, canonical (host, port)."""
+        if self._udp is None:
+            raise NodeClosed("the node is not started; call start() first")
+        return self._udp.endpoint
+
+    async def start(self) -> Node:
+        """Bind the socket on the running loop. Returns the node."""
+        if self._loop is not None:
+            return self
+        host, port, sock = self._bind
+        self._loop = asyncio.get_running_loop()
+        self._udp = UdpPort(open_socket(host, port, sock), self._driver)
+        self._loop.add_reader(self._udp.sock.fileno(), self._on_readable)
+        return self
+
+    async def __aenter__(self) -> Node:
+        return await self.start()
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, error: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self, graceful: bool = True) -> None:
+        """Close every session (telling the peers when `graceful`), fail every waiting call
+        with NodeClosed, release the socket. Idempotent."""
+        udp, loop = self._udp, self._loop
+        if udp is None or loop is None or self._driver.closed:
+            return
+        now = _monotonic()
+        self._driver.close(now, graceful)
+        udp.send(self._driver.poll(now))
+        loop.remove_reader(udp.sock.fileno())
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._owns_socket:
+            udp.close()
+
+    # ------------------------------------------------------------------ loop callbacks
+
+    def _on_readable(self) -> None:
+        udp, driver = self._udp, self._driver
+        assert udp is not None
+        for _ in range(RECEIVE_ROUNDS):
+            now = _monotonic()
+            count = udp.receive(RECEIVE_BATCH, now)
+            udp.send(driver.poll(now))
+            if count < RECEIVE_BATCH:
+                break
+        self._arm_timer()
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        self._poll()
+
+    def _poll(self) -> None:
+        self._poll_scheduled = False
+        if self._driver.closed:
+            return
+        assert self._udp is not None
+        self._udp.send(self._driver.poll(_monotonic()))
+        self._arm_timer()
+
+    def _arm_timer(self) -> None:
+        wanted = self._driver.next_wakeup()
+        if Driver.timer_needs_rearm(self._timer_at, wanted):
+            assert wanted is not None and self._loop is not None
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer_at = wanted
+            self._timer = self._loop.call_later(max(wanted - _monotonic(), 0.0), self._on_timer)
+
+    def _kick(self) -> None:
+        """Schedule one poll for this loop turn: what the calls queued goes out together."""
+        if not self._poll_scheduled and self._loop is not None:
+            self._poll_scheduled = True
+            self._loop.call_soon(self._poll)
+
+    def _now(self) -> float:
+        if self._loop is None:
+            raise NodeClosed("the node is not started; call start() first")
+        return _monotonic()
+
+    async def _wait(self, start: Callable[[float, Notify], Pending]) -> Any:
+        """Start a driver operation and await its completion."""
+        now = self._now()
+        loop = self._loop
+        assert loop is not None
+        future: asyncio.Future[None] = loop.create_future()
+
+        def notify(pending: Pending) -> None:
+            if not future.done():
+                future.set_result(None)
+
+        pending = start(now, notify)
+        self._kick()
+        if not pending.done:
+            try:
+                await future
+            except asyncio.CancelledError:
+                self._driver.abandon(pending, _monotonic())
+                self._kick()
+                raise
+        return pending.outcome()
+
+    def _call(self, call: Callable[[float], Any]) -> Any:
+        result = call(self._now())
+        self._kick()
+        return result
+
+    # ------------------------------------------------------------------ peers
+
+    def add_peer(
+        self, record: IdentityRecord, endpoints: Iterable[Sequence[Any]] = (),
+        *, trusted: bool = True,
+    ) -> None:
+        """Learn a peer from its identity record and the endpoints it may be reached at."""
+        self._call(lambda now: self._driver.add_peer(record, endpoints, trusted))
+
+    async def connect(self, address: str, *, timeout: float | None = 10.0) -> None:
+        """Make a session with the peer (ConnectionFailed if that fails)."""
+        await self._wait(lambda now, notify: self._driver.connect(address, now, timeout, notify))
+
+    async def ping(self, address: str, *, timeout: float | None = 5.0) -> float:
+        """Round-trip time to the peer, in seconds."""
+        rtt: float = await self._wait(
+            lambda now, notify: self._driver.ping(address, now, timeout, notify)
+        )
+        return rtt
+
+    def peer_info(self, address: str) -> PeerInfo:
+        info: PeerInfo = self._driver.peer_info(address)
+        return info
+
+    def close_peer(self, address: str) -> None:
+        """Close the session with the peer; it is told."""
+        self._call(lambda now: self._driver.close_peer(address, now))
+
+    def stats(self) -> dict[str, int]:
+        """The core's drop and event counters together with the binding's own."""
+        return {**self._core.stats, **self._driver.stats}
+
+    # ------------------------------------------------------------------ messages
+
+    async def send_message(
+        self,
+        address: str,
+        data: bytes,
+        *,
+        type: str = "text",
+        reply_to: bytes | None = None,
+        timeout: float | None = 30.0,
+    ) -> bytes:
+        """Send a message and return its id once the peer's application confirmed it
+        (DeliveryTimeout if it did not within `timeout`)."""
+        message_id: bytes = await self._wait(
+            lambda now, notify: self._driver.send_message(
+                address, data, now, type, reply_to, timeout, notify
+            )
+        )
+        return message_id
+
+    async def reply(
+        self, message: MessageReceived, data: bytes, *, type: str = "text",
+        timeout: float | None = 30.0,
+    ) -> bytes:
+        """Answer `message`: a message to its sender whose reply_to is its id."""
+        return await self.send_message(
+            message.address, data, type=type, reply_to=message.message_id, timeout=timeout
+        )
+
+    async def receive(self, *, timeout: float | None = None) -> MessageReceived:
+        """The next message from any peer (confirmed now if the node auto-confirms)."""
+        message: MessageReceived = await self._wait(
+            lambda now, notify: self._driver.receive_message(now, timeout, notify)
+        )
+        return message
+
+    async def messages(self) -> AsyncIterator[MessageReceived]:
+        """Every message as it arrives, until the node closes."""
+        while True:
+            try:
+                message = await self.receive()
+            except NodeClosed:
+                return
+            yield message
+
+    def confirm(self, message: MessageReceived) -> None:
+        """Tell the sender `message` is safely stored (only without auto_confirm)."""
+        self._call(lambda now: self._driver.confirm(message, now))
+
+    def send_datagram(self, address: str, data: bytes) -> None:
+        """Unreliable and unconfirmed: delivered at most once."""
+        self._call(lambda now: self._driver.send_datagram(address, data, now))
+
+    async def receive_datagram(self, *, timeout: float | None = None) -> DatagramReceived:
+        datagram: DatagramReceived = await self._wait(
+            lambda now, notify: self._driver.receive_datagram(now, timeout, notify)
+        )
+        return datagram
+
+    # ------------------------------------------------------------------ streams
+
+    def listen(self, port: int) -> None:
+        """Accept streams peers open to `port`."""
+        self._driver.listen(port)
+
+    async def accept(self, port: int, *, timeout: float | None = None) -> Stream:
+        """The next stream a peer opened to `port` (after `listen(port)`)."""
+        state = await self._wait(
+            lambda now, notify: self._driver.accept(port, now, timeout, notify)
+        )
+        return Stream(self, state)
+
+    def open_stream(self, address: str, port: int) -> Stream:
+        """A new stream to the peer's `port`; the session is made if needed."""
+        state = self._call(lambda now: self._driver.open_stream(address, port, now))
+        return Stream(self, state)

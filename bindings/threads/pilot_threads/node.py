@@ -1,0 +1,382 @@
+"""A pilot-proto node on an I/O thread: blocking calls, safe from any number of threads.
+
+One thread owns the socket and the core (DESIGN 1: the core is single-owner). It waits in
+a `selectors` selector on the UDP socket and one end of a socketpair; a caller in another
+thread queues its call and writes a byte to the other end, then blocks on a lock the I/O
+thread releases when the core has answered.
+"""
+
+from __future__ import annotations
+
+import os
+import selectors
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from types import TracebackType
+from typing import Any, TypeVar
+
+from pilot_proto import Identity, IdentityRecord, NodeConfig
+from pilot_proto import Node as CoreNode
+from pilot_proto.delivery import DatagramReceived, MessageReceived
+from pilot_proto.driver import RECEIVE_BATCH, RECEIVE_ROUNDS, Driver, Notify, Pending
+from pilot_proto.errors import NodeClosed
+from pilot_proto.events import Event, PeerInfo
+from pilot_proto.transmit import Addr
+
+from .stream import Stream
+from .udp import UdpPort, log, open_socket
+
+T = TypeVar("T")
+
+_monotonic = time.monotonic
+#: How often a blocked caller checks that the I/O thread is still alive.
+_LIVENESS_CHECK = 1.0
+
+
+class _Handoff:
+    """One caller blocked until the I/O thread answers: a lock released exactly once."""
+
+    __slots__ = ("error", "lock", "pending", "result")
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.lock.acquire()
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self.pending: Pending | None = None
+
+    def notify(self, pending: Pending) -> None:
+        self.pending = pending
+        self.lock.release()
+
+
+class Node:
+    """A node bound to a UDP socket, driven by its own I/O thread.
+
+    Every method may be called from any thread; the blocking ones take `timeout` seconds
+    (None waits for as long as it takes) and raise a `PilotTimeout` subclass when it
+    passes. Use as a context manager, or call `start()` and `close()`.
+    """
+
+    def __init__(
+        self,
+        identity: Identity,
+        config: NodeConfig | None = None,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        sock: socket.socket | None = None,
+        auto_confirm: bool = True,
+        on_event: Callable[[Event], None] | None = None,
+        rng: Callable[[int], bytes] = os.urandom,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.identity = identity
+        self._core = CoreNode(identity, config, rng=rng, wall_clock=wall_clock)
+        self._driver = Driver(self._core, auto_confirm=auto_confirm, on_event=on_event)
+        self._bind = (host, port, sock)
+        self._owns_socket = sock is None
+        self._udp: UdpPort | None = None
+        self._calls: deque[Callable[[], None]] = deque()
+        self._woken = False
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self._owner = -1
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+
+    # ------------------------------------------------------------------ life cycle
+
+    @property
+    def address(self) -> str:
+        """This node's address (DESIGN 3)."""
+        return self.identity.address
+
+    @property
+    def endpoint(self) -> Addr:
+        """The bound UDP endpoint, canonical (host, port)."""
+        if self._udp is None:
+            raise NodeClosed("the node is not started; call start() first")
+        return self._udp.endpoint
+
+    def start(self) -> Node:
+        """Bind the socket and start the I/O thread. Returns the node."""
+        if self._thread is not None:
+            return self
+        host, port, sock = self._bind
+        self._udp = UdpPort(open_socket(host, port, sock), self._driver)
+        self._thread = threading.Thread(
+            target=self._run, name=f"pilot-io {self.address[:9]}", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def __enter__(self) -> Node:
+        return self.start()
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self, graceful: bool = True, timeout: float = 5.0) -> None:
+        """Close every session (telling the peers when `graceful`), fail every blocked
+        call with NodeClosed, release the socket. Idempotent."""
+        thread = self._thread
+        if thread is None or self._stopping:
+            if thread is not None and threading.get_ident() != self._owner:
+                thread.join(timeout)
+            return
+
+        def stop(now: float) -> None:
+            self._driver.close(now, graceful)
+            assert self._udp is not None
+            self._udp.send(self._driver.poll(now))
+            self._stopping = True
+
+        try:
+            self._submit(stop)
+        except NodeClosed:
+            pass
+        if threading.get_ident() != self._owner:
+            thread.join(timeout)
+
+    # ------------------------------------------------------------------ the I/O thread
+
+    def _run(self) -> None:
+        self._owner = threading.get_ident()
+        udp, driver = self._udp, self._driver
+        assert udp is not None
+        selector = selectors.DefaultSelector()
+        selector.register(udp.sock, selectors.EVENT_READ, True)
+        selector.register(self._wake_r, selectors.EVENT_READ, False)
+        calls = self._calls
+        try:
+            while not self._stopping:
+                wakeup = driver.next_wakeup()
+                delay = None if wakeup is None else max(wakeup - _monotonic(), 0.0)
+                readable = False
+                for key, _ in selector.select(delay):
+                    if key.data:
+                        readable = True
+                    else:
+                        try:
+                            while self._wake_r.recv(4096):
+                                pass
+                        except BlockingIOError:
+                            pass
+                if readable:
+                    for _ in range(RECEIVE_ROUNDS):
+                        now = _monotonic()
+                        count = udp.receive(RECEIVE_BATCH, now)
+                        if count < RECEIVE_BATCH:
+                            break
+                        udp.send(driver.poll(now))
+                # Calls queued by other threads; a caller that finds `_woken` set relies on
+                # this loop seeing its call, so clear it only with the queue found empty.
+                while True:
+                    while calls:
+                        calls.popleft()()
+                    self._woken = False
+                    if not calls:
+                        break
+                udp.send(driver.poll(_monotonic()))
+        except BaseException:
+            log.exception("the pilot I/O thread failed; the node is closed")
+            raise
+        finally:
+            self._stopping = True
+            selector.close()
+            if self._owns_socket:
+                udp.close()
+            self._wake_r.close()
+            self._wake_w.close()
+            self._fail_queued_calls()
+
+    def _fail_queued_calls(self) -> None:
+        while self._calls:
+            try:
+                self._calls.popleft()()
+            except Exception:  # NodeClosed from a closed driver: the caller sees it
+                pass
+
+    def _post(self, call: Callable[[], None]) -> None:
+        if self._stopping or self._thread is None:
+            raise NodeClosed()
+        self._calls.append(call)
+        if not self._woken:
+            self._woken = True
+            try:
+                self._wake_w.send(b"\0")
+            except (BlockingIOError, OSError):
+                pass  # a byte is already waiting (or the node just closed)
+
+    def _submit(self, call: Callable[[float], T]) -> T:
+        """Run `call(now)` on the I/O thread and return its result here."""
+        if threading.get_ident() == self._owner:
+            return call(_monotonic())
+        box = _Handoff()
+
+        def run() -> None:
+            try:
+                box.result = call(_monotonic())
+            except BaseException as error:
+                box.error = error
+            box.lock.release()
+
+        self._post(run)
+        self._block(box)
+        if box.error is not None:
+            raise box.error
+        result: T = box.result
+        return result
+
+    def _wait(self, start: Callable[[float, Notify], Pending]) -> Any:
+        """Start a driver operation on the I/O thread and block until it completes."""
+        if threading.get_ident() == self._owner:
+            raise RuntimeError("blocking pilot calls cannot run on the node's own I/O thread")
+        box = _Handoff()
+
+        def run() -> None:
+            try:
+                start(_monotonic(), box.notify)
+            except BaseException as error:
+                box.error = error
+                box.lock.release()
+
+        self._post(run)
+        try:
+            self._block(box)
+        except BaseException:
+            # Interrupted (KeyboardInterrupt): stop waiting without leaving a waiter behind.
+            def give_up() -> None:
+                if box.pending is not None:
+                    self._driver.abandon(box.pending, _monotonic())
+
+            try:
+                self._post(give_up)
+            except NodeClosed:
+                pass
+            raise
+        if box.error is not None:
+            raise box.error
+        assert box.pending is not None
+        return box.pending.outcome()
+
+    def _block(self, box: _Handoff) -> None:
+        thread = self._thread
+        while not box.lock.acquire(timeout=_LIVENESS_CHECK):
+            if thread is None or not thread.is_alive():
+                raise NodeClosed("the node's I/O thread stopped")
+
+    # ------------------------------------------------------------------ peers
+
+    def add_peer(
+        self, record: IdentityRecord, endpoints: Iterable[Sequence[Any]] = (),
+        *, trusted: bool = True,
+    ) -> None:
+        """Learn a peer from its identity record and the endpoints it may be reached at."""
+        endpoints = list(endpoints)
+        self._submit(lambda now: self._driver.add_peer(record, endpoints, trusted))
+
+    def connect(self, address: str, *, timeout: float | None = 10.0) -> None:
+        """Make a session with the peer (ConnectionFailed if that fails)."""
+        self._wait(lambda now, notify: self._driver.connect(address, now, timeout, notify))
+
+    def ping(self, address: str, *, timeout: float | None = 5.0) -> float:
+        """Round-trip time to the peer, in seconds."""
+        rtt: float = self._wait(
+            lambda now, notify: self._driver.ping(address, now, timeout, notify)
+        )
+        return rtt
+
+    def peer_info(self, address: str) -> PeerInfo:
+        info: PeerInfo = self._submit(lambda now: self._driver.peer_info(address))
+        return info
+
+    def close_peer(self, address: str) -> None:
+        """Close the session with the peer; it is told."""
+        self._submit(lambda now: self._driver.close_peer(address, now))
+
+    def stats(self) -> dict[str, int]:
+        """The core's drop and event counters together with the binding's own."""
+        return self._submit(lambda now: {**self._core.stats, **self._driver.stats})
+
+    # ------------------------------------------------------------------ messages
+
+    def send_message(
+        self,
+        address: str,
+        data: bytes,
+        *,
+        type: str = "text",
+        reply_to: bytes | None = None,
+        timeout: float | None = 30.0,
+    ) -> bytes:
+        """Send a message and return its id once the peer's application confirmed it
+        (DeliveryTimeout if it did not within `timeout`)."""
+        message_id: bytes = self._wait(
+            lambda now, notify: self._driver.send_message(
+                address, data, now, type, reply_to, timeout, notify
+            )
+        )
+        return message_id
+
+    def reply(
+        self, message: MessageReceived, data: bytes, *, type: str = "text",
+        timeout: float | None = 30.0,
+    ) -> bytes:
+        """Answer `message`: a message to its sender whose reply_to is its id."""
+        return self.send_message(
+            message.address, data, type=type, reply_to=message.message_id, timeout=timeout
+        )
+
+    def receive(self, *, timeout: float | None = None) -> MessageReceived:
+        """The next message from any peer (confirmed now if the node auto-confirms)."""
+        message: MessageReceived = self._wait(
+            lambda now, notify: self._driver.receive_message(now, timeout, notify)
+        )
+        return message
+
+    def messages(self) -> Iterator[MessageReceived]:
+        """Every message as it arrives, until the node closes."""
+        while True:
+            try:
+                yield self.receive()
+            except NodeClosed:
+                return
+
+    def confirm(self, message: MessageReceived) -> None:
+        """Tell the sender `message` is safely stored (only without auto_confirm)."""
+        self._submit(lambda now: self._driver.confirm(message, now))
+
+    def send_datagram(self, address: str, data: bytes) -> None:
+        """Unreliable and unconfirmed: delivered at most once."""
+        self._submit(lambda now: self._driver.send_datagram(address, data, now))
+
+    def receive_datagram(self, *, timeout: float | None = None) -> DatagramReceived:
+        datagram: DatagramReceived = self._wait(
+            lambda now, notify: self._driver.receive_datagram(now, timeout, notify)
+        )
+        return datagram
+
+    # ------------------------------------------------------------------ streams
+
+    def listen(self, port: int) -> None:
+        """Accept streams peers open to `port`."""
+        self._submit(lambda now: self._driver.listen(port))
+
+    def accept(self, port: int, *, timeout: float | None = None) -> Stream:
+        """The next stream a peer opened to `port` (after `listen(port)`)."""
+        state = self._wait(lambda now, notify: self._driver.accept(port, now, timeout, notify))
+        return Stream(self, state)
+
+    def open_stream(self, address: str, port: int) -> Stream:
+        """A new stream to the peer's `port`; the session is made if needed."""
+        state = self._submit(lambda now: self._driver.open_stream(address, port, now))
+        return Stream(self, state)
