@@ -15,6 +15,7 @@ socket buffer check. The bindings' own `udp` modules make the system calls.
 
 from __future__ import annotations
 
+import errno
 import heapq
 import ipaddress
 import sys
@@ -54,6 +55,7 @@ __all__ = [
     "DATAGRAM_QUEUE_LIMIT",
     "GSO_MAX_BYTES",
     "GSO_MAX_SEGMENTS",
+    "GSO_REFUSED",
     "RECEIVE_BATCH",
     "RECEIVE_ROUNDS",
     "SOCKET_BUFFER_SIZE",
@@ -65,11 +67,13 @@ __all__ = [
     "Driver",
     "Notify",
     "Pending",
+    "SendCall",
     "StreamState",
     "buffer_shortfall",
     "canonical_address",
     "gso_ancillary",
     "gso_batches",
+    "sendmsg_calls",
     "socket_address",
     "split_gro",
 ]
@@ -181,6 +185,42 @@ def gso_ancillary(segment_size: int) -> list[tuple[int, int, bytes]]:
     """The `sendmsg` ancillary data asking the kernel to cut the buffer into datagrams of
     `segment_size` bytes (UDP_SEGMENT, a native-endian u16)."""
     return [(SOL_UDP, UDP_SEGMENT, segment_size.to_bytes(2, sys.byteorder))]
+
+
+#: What one `sendmsg` call takes: (socket address, buffers, ancillary data).
+SendCall = tuple[tuple[Any, ...], list[bytes], list[tuple[int, int, bytes]]]
+_NO_ANCILLARY: list[tuple[int, int, bytes]] = []
+
+
+def sendmsg_calls(
+    transmits: Sequence[Transmit], gso: bool, ipv6_socket: bool, stats: Counter[str]
+) -> list[SendCall]:
+    """The `sendmsg` calls that put `transmits` on the wire, in order: one per GSO batch
+    when `gso`, else one per datagram. Datagrams the socket's family cannot reach are
+    counted in `stats` and left out."""
+    calls: list[SendCall] = []
+    if gso and len(transmits) > 1:
+        for addr, size, datagrams in gso_batches(transmits):
+            target = socket_address(addr, ipv6_socket)
+            if target is None:
+                stats["send_unreachable_family"] += len(datagrams)
+            elif len(datagrams) == 1:
+                calls.append((target, datagrams, _NO_ANCILLARY))
+            else:
+                calls.append((target, datagrams, gso_ancillary(size)))
+        return calls
+    for transmit in transmits:
+        target = socket_address(transmit.addr, ipv6_socket)
+        if target is None:
+            stats["send_unreachable_family"] += 1
+        else:
+            calls.append((target, [transmit.data], _NO_ANCILLARY))
+    return calls
+
+
+#: errno values with which a kernel refuses a GSO send for good (no segmentation on
+#: the route's device, or a segment above its MTU): send datagrams one by one from then on.
+GSO_REFUSED = frozenset({errno.EINVAL, errno.EIO, errno.EOPNOTSUPP, errno.EMSGSIZE})
 
 
 def split_gro(data: bytes, ancdata: Iterable[tuple[int, int, bytes]]) -> list[bytes]:
@@ -331,6 +371,24 @@ class Driver:
                 cached = self._addresses[raw_addr] = canonical_address(raw_addr)
             addr = cached
         self.node.receive_datagram(data, addr, now)
+
+    def datagrams_received(
+        self,
+        data: bytes,
+        ancdata: Sequence[tuple[int, int, bytes]],
+        raw_addr: tuple[Any, ...],
+        now: float,
+    ) -> int:
+        """What one `recvmsg` returned: one datagram, or several coalesced by GRO.
+        Returns how many datagrams that was."""
+        if not ancdata:
+            self.datagram_received(data, raw_addr, now)
+            return 1
+        datagrams = split_gro(data, ancdata)
+        for datagram in datagrams:
+            self.datagram_received(datagram, raw_addr, now)
+        self.stats["gro_reads"] += 1
+        return len(datagrams)
 
     def poll(self, now: float) -> list[Transmit]:
         """Run what is due, route the core's events, and return the datagrams to send.

@@ -1,1 +1,38 @@
-"""pilot_gevent: the gevent binding of pilot-proto."""
+"""pilot_gevent: the gevent binding of pilot-proto.
+
+A `Node` owns a UDP socket on the gevent hub of the thread that starts it; its blocking
+methods may be called from any number of greenlets at once, and from other threads (their
+calls are queued to the hub through `hub.loop.async_()`). Works with or without
+monkey-patching; the library never patches anything itself.
+
+    with Node(identity) as node:
+        node.add_peer(record, [endpoint])
+        node.send_message(record.address, b"hello")      # returns once receipted
+"""
+
+from pilot_proto.errors import (
+    ConnectionFailed,
+    ConnectionLost,
+    ConnectTimeout,
+    DeliveryTimeout,
+    NodeClosed,
+    PilotError,
+    PilotTimeout,
+    StreamResetError,
+)
+
+from .node import Node
+from .stream import Stream
+
+__all__ = [
+    "ConnectTimeout",
+    "ConnectionFailed",
+    "ConnectionLost",
+    "DeliveryTimeout",
+    "Node",
+    "NodeClosed",
+    "PilotError",
+    "PilotTimeout",
+    "Stream",
+    "StreamResetError",
+]

@@ -1,17 +1,17 @@
 """The thread binding's UDP socket: set up once, then drained and written without blocking.
 
-The choices (buffer sizes, GSO batching, GRO splitting, address forms) live in
+Every choice (buffer sizes, GSO batches, GRO splitting, address forms) is made in
 `pilot_proto.driver`; this module only makes the system calls, on the I/O thread.
 """
 
 from __future__ import annotations
 
-import errno
 import logging
 import socket
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from pilot_proto.driver import (
+    GSO_REFUSED,
     SO_RCVBUFFORCE,
     SO_SNDBUFFORCE,
     SOCKET_BUFFER_SIZE,
@@ -21,18 +21,14 @@ from pilot_proto.driver import (
     Driver,
     buffer_shortfall,
     canonical_address,
-    gso_ancillary,
-    gso_batches,
-    socket_address,
-    split_gro,
+    sendmsg_calls,
 )
 from pilot_proto.transmit import Addr, Transmit
 
 log = logging.getLogger("pilot_threads")
 
-_GRO_READ_SIZE = 65535
+_READ_SIZE = 65535  # one GRO read holds up to a whole UDP payload's worth of datagrams
 _CMSG_SPACE = 64
-_GIVE_UP_ON_GSO = frozenset({errno.EINVAL, errno.EIO, errno.EOPNOTSUPP, errno.EMSGSIZE})
 
 
 def open_socket(host: str, port: int, sock: socket.socket | None = None) -> socket.socket:
@@ -41,7 +37,7 @@ def open_socket(host: str, port: int, sock: socket.socket | None = None) -> sock
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_DGRAM)
         try:
-            if family == socket.AF_INET6 and host in ("::", ""):
+            if family == socket.AF_INET6 and host == "::":
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)  # dual-stack
             sock.bind((host, port))
         except OSError:
@@ -52,46 +48,39 @@ def open_socket(host: str, port: int, sock: socket.socket | None = None) -> sock
         (socket.SO_RCVBUF, SO_RCVBUFFORCE, "receive", "rmem_max"),
         (socket.SO_SNDBUF, SO_SNDBUFFORCE, "send", "wmem_max"),
     ):
-        try:  # as root, the FORCE variant goes past the sysctl cap
+        try:  # as root the FORCE variant goes past the sysctl cap
             sock.setsockopt(socket.SOL_SOCKET, force, SOCKET_BUFFER_SIZE)
         except OSError:
             sock.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER_SIZE)
-        # Linux reports twice what it granted; halve to compare with what we asked.
-        granted = sock.getsockopt(socket.SOL_SOCKET, option) // 2
-        warning = buffer_shortfall(kind, SOCKET_BUFFER_SIZE, granted, sysctl)
+        # Linux reports twice what it granted (its bookkeeping share): halve to compare.
+        warning = buffer_shortfall(
+            kind, SOCKET_BUFFER_SIZE, sock.getsockopt(socket.SOL_SOCKET, option) // 2, sysctl
+        )
         if warning:
             log.warning(warning)
     return sock
 
 
 class UdpPort:
-    """The node's socket on the I/O thread: GSO and GRO used when the kernel has them."""
+    """The node's socket, used from the I/O thread only."""
 
     def __init__(self, sock: socket.socket, driver: Driver) -> None:
         self.sock = sock
         self.driver = driver
         self.ipv6 = sock.family == socket.AF_INET6
         self.endpoint: Addr = canonical_address(sock.getsockname())
-        self.gso = _probe(sock, UDP_SEGMENT, None)
-        self.gro = _probe(sock, UDP_GRO, 1)
+        self.gso = _supported(lambda: sock.getsockopt(SOL_UDP, UDP_SEGMENT))
+        self.gro = _supported(lambda: sock.setsockopt(SOL_UDP, UDP_GRO, 1))
         log.debug("UDP %s: GSO %s, GRO %s", self.endpoint, self.gso, self.gro)
 
     def receive(self, limit: int, now: float) -> int:
-        """Feed up to `limit` datagrams to the driver; fewer means the socket is drained."""
-        sock, feed = self.sock, self.driver.datagram_received
+        """Feed up to about `limit` datagrams to the driver; fewer: the socket is drained."""
+        recvmsg, feed = self.sock.recvmsg, self.driver.datagrams_received
         count = 0
         try:
-            if self.gro:
-                while count < limit:
-                    data, ancdata, _, addr = sock.recvmsg(_GRO_READ_SIZE, _CMSG_SPACE)
-                    for datagram in split_gro(data, ancdata) if ancdata else (data,):
-                        feed(datagram, addr, now)
-                        count += 1
-            else:
-                while count < limit:
-                    data, addr = sock.recvfrom(_GRO_READ_SIZE)
-                    feed(data, addr, now)
-                    count += 1
+            while count < limit:
+                data, ancdata, _, addr = recvmsg(_READ_SIZE, _CMSG_SPACE)
+                count += feed(data, ancdata, addr, now)
         except (BlockingIOError, InterruptedError):
             pass
         except OSError as error:  # e.g. an ICMP error queued on the socket: not fatal
@@ -100,58 +89,29 @@ class UdpPort:
         return count
 
     def send(self, transmits: Sequence[Transmit]) -> None:
-        """Send without blocking; a full send buffer drops (the core retransmits)."""
-        if self.gso and len(transmits) > 1:
-            for addr, size, datagrams in gso_batches(transmits):
-                if len(datagrams) == 1:
-                    self._sendto(datagrams[0], addr)
+        """Send without blocking: a full send buffer drops (the core retransmits)."""
+        stats = self.driver.stats
+        for target, buffers, ancillary in sendmsg_calls(transmits, self.gso, self.ipv6, stats):
+            try:
+                self.sock.sendmsg(buffers, ancillary, 0, target)
+            except (BlockingIOError, InterruptedError):
+                stats["send_dropped_buffer_full"] += len(buffers)
+            except OSError as error:
+                if ancillary and error.errno in GSO_REFUSED:
+                    log.info("UDP GSO refused (%s); sending datagrams one by one", error)
+                    self.gso = False
+                    self.send([Transmit(data, canonical_address(target)) for data in buffers])
                 else:
-                    self._send_segments(datagrams, size, addr)
-        else:
-            for transmit in transmits:
-                self._sendto(transmit.data, transmit.addr)
-
-    def _sendto(self, data: bytes, addr: Addr) -> None:
-        target = socket_address(addr, self.ipv6)
-        if target is None:
-            self.driver.stats["send_unreachable_family"] += 1
-            return
-        try:
-            self.sock.sendto(data, target)
-        except (BlockingIOError, InterruptedError):
-            self.driver.stats["send_dropped_buffer_full"] += 1
-        except OSError as error:
-            self.driver.stats["send_error"] += 1
-            log.debug("UDP send to %s failed: %s", addr, error)
-
-    def _send_segments(self, datagrams: list[bytes], size: int, addr: Addr) -> None:
-        target = socket_address(addr, self.ipv6)
-        if target is None:
-            self.driver.stats["send_unreachable_family"] += len(datagrams)
-            return
-        try:
-            self.sock.sendmsg(datagrams, gso_ancillary(size), 0, target)
-            self.driver.stats["gso_sends"] += 1
-        except (BlockingIOError, InterruptedError):
-            self.driver.stats["send_dropped_buffer_full"] += len(datagrams)
-        except OSError as error:
-            if error.errno in _GIVE_UP_ON_GSO:
-                # The path or device refuses segmentation: fall back for good.
-                log.info("UDP GSO refused (%s); sending datagrams one by one", error)
-                self.gso = False
-            for data in datagrams:
-                self._sendto(data, addr)
+                    stats["send_error"] += 1
+                    log.debug("UDP send to %s failed: %s", target, error)
 
     def close(self) -> None:
         self.sock.close()
 
 
-def _probe(sock: socket.socket, option: int, value: int | None) -> bool:
+def _supported(probe: Callable[[], object]) -> bool:
     try:
-        if value is None:
-            sock.getsockopt(SOL_UDP, option)
-        else:
-            sock.setsockopt(SOL_UDP, option, value)
+        probe()
     except OSError:
         return False
     return True

@@ -1,0 +1,372 @@
+"""A pilot-proto node on the gevent hub: blocking calls for greenlets (and other threads).
+
+The hub of the thread that starts the node is the core's single owner. The socket is a
+non-blocking `gevent.socket` read from an io watcher callback, the one timer is a hub
+timer, and a call made by a greenlet runs at once (greenlets of one hub never run at the
+same time) and schedules one poll with `run_callback`, so the calls of a loop turn share
+one flush. Threads other than the hub's queue their calls through `hub.loop.async_()`
+and block on a real lock, since gevent's primitives are not thread-safe.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from types import TracebackType
+from typing import Any, TypeVar
+
+import gevent  # type: ignore[import-untyped]  # gevent ships no type hints
+import gevent.event  # type: ignore[import-untyped]
+from gevent import monkey
+from gevent import socket as gsocket
+
+from pilot_proto import Identity, IdentityRecord, NodeConfig
+from pilot_proto import Node as CoreNode
+from pilot_proto.delivery import DatagramReceived, MessageReceived
+from pilot_proto.driver import RECEIVE_BATCH, RECEIVE_ROUNDS, Driver, Notify, Pending
+from pilot_proto.errors import NodeClosed
+from pilot_proto.events import Event, PeerInfo
+from pilot_proto.transmit import Addr
+
+from .stream import Stream
+from .udp import UdpPort, open_socket
+
+T = TypeVar("T")
+
+_monotonic = time.monotonic
+# The real thread primitives even under monkey-patching: a foreign OS thread must block
+# itself, not a greenlet of a hub it does not run.
+_get_ident: Callable[[], int] = monkey.get_original("_thread", "get_ident")
+_allocate_lock: Callable[[], Any] = monkey.get_original("_thread", "allocate_lock")
+
+
+class Node:
+    """A node bound to a UDP socket on the current thread's gevent hub.
+
+    Blocking methods take `timeout` seconds (None waits as long as it takes) and raise a
+    `PilotTimeout` subclass when it passes; killing a waiting greenlet (or a
+    gevent.Timeout) is always safe. Use as a context manager, or `start()` and `close()`.
+    """
+
+    def __init__(
+        self,
+        identity: Identity,
+        config: NodeConfig | None = None,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        sock: gsocket.socket | None = None,
+        auto_confirm: bool = True,
+        on_event: Callable[[Event], None] | None = None,
+        rng: Callable[[int], bytes] = os.urandom,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.identity = identity
+        self._core = CoreNode(identity, config, rng=rng, wall_clock=wall_clock)
+        self._driver = Driver(self._core, auto_confirm=auto_confirm, on_event=on_event)
+        self._bind = (host, port, sock)
+        self._owns_socket = sock is None
+        self._udp: UdpPort | None = None
+        self._loop: Any = None
+        self._owner = -1
+        self._reader: Any = None
+        self._timer: Any = None
+        self._timer_at: float | None = None
+        self._poll_scheduled = False
+        self._foreign: deque[Callable[[], None]] = deque()
+        self._async: Any = None
+
+    # ------------------------------------------------------------------ life cycle
+
+    @property
+    def address(self) -> str:
+        """This node's address (DESIGN 3)."""
+        return self.identity.address
+
+    @property
+    def endpoint(self) -> Addr:
+        """The bound UDP endpoint, canonical (host, port)."""
+        if self._udp is None:
+            raise NodeClosed("the node is not started; call start() first")
+        return self._udp.endpoint
+
+    def start(self) -> Node:
+        """Bind the socket on this thread's hub. Returns the node."""
+        if self._loop is not None:
+            return self
+        host, port, sock = self._bind
+        self._udp = UdpPort(open_socket(host, port, sock), self._driver)
+        self._owner = _get_ident()
+        loop = self._loop = gevent.get_hub().loop
+        self._reader = loop.io(self._udp.sock.fileno(), 1)
+        self._reader.start(self._on_readable)
+        self._async = loop.async_()
+        self._async.start(self._run_foreign)
+        return self
+
+    def __enter__(self) -> Node:
+        return self.start()
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self, graceful: bool = True) -> None:
+        """Close every session (telling the peers when `graceful`), fail every blocked
+        call with NodeClosed, release the socket. Idempotent."""
+        if self._loop is None or self._driver.closed:
+            return
+        if _get_ident() != self._owner:
+            self._submit(lambda now: self.close(graceful))
+            return
+        udp = self._udp
+        assert udp is not None
+        now = _monotonic()
+        self._driver.close(now, graceful)
+        udp.send(self._driver.poll(now))
+        for watcher in (self._reader, self._timer, self._async):
+            if watcher is not None:
+                watcher.stop()
+                watcher.close()
+        self._timer = None
+        if self._owns_socket:
+            udp.close()
+        self._run_foreign()  # calls queued meanwhile fail with NodeClosed
+
+    # ------------------------------------------------------------------ hub callbacks
+
+    def _on_readable(self) -> None:
+        udp, driver = self._udp, self._driver
+        assert udp is not None
+        for _ in range(RECEIVE_ROUNDS):
+            now = _monotonic()
+            count = udp.receive(RECEIVE_BATCH, now)
+            udp.send(driver.poll(now))
+            if count < RECEIVE_BATCH:
+                break
+        self._arm_timer()
+
+    def _on_timer(self) -> None:
+        self._timer_at = None
+        self._poll()
+
+    def _poll(self) -> None:
+        self._poll_scheduled = False
+        if self._driver.closed:
+            return
+        assert self._udp is not None
+        self._udp.send(self._driver.poll(_monotonic()))
+        self._arm_timer()
+
+    def _arm_timer(self) -> None:
+        wanted = self._driver.next_wakeup()
+        if Driver.timer_needs_rearm(self._timer_at, wanted):
+            assert wanted is not None
+            if self._timer is not None:
+                self._timer.stop()
+                self._timer.close()
+            self._timer_at = wanted
+            self._timer = self._loop.timer(max(wanted - _monotonic(), 0.0))
+            self._timer.start(self._on_timer, update=True)
+
+    def _kick(self) -> None:
+        """Schedule one poll for this loop turn: what the calls queued goes out together."""
+        if not self._poll_scheduled:
+            self._poll_scheduled = True
+            self._loop.run_callback(self._poll)
+
+    def _run_foreign(self) -> None:
+        calls = self._foreign
+        while calls:
+            calls.popleft()()
+
+    # ------------------------------------------------------------------ calling the core
+
+    def _now(self) -> float:
+        if self._loop is None:
+            raise NodeClosed("the node is not started; call start() first")
+        return _monotonic()
+
+    def _submit(self, call: Callable[[float], T]) -> T:
+        """Run `call(now)` on the hub's thread and return its result."""
+        now = self._now()
+        if _get_ident() == self._owner:
+            result = call(now)
+            self._kick()
+            return result
+        lock = _allocate_lock()
+        lock.acquire()
+        box: list[Any] = [None, None]
+
+        def run() -> None:
+            try:
+                box[0] = call(_monotonic())
+                self._kick()
+            except BaseException as error:
+                box[1] = error
+            lock.release()
+
+        self._post_foreign(run)
+        lock.acquire()
+        if box[1] is not None:
+            raise box[1]
+        result_: T = box[0]
+        return result_
+
+    def _post_foreign(self, call: Callable[[], None]) -> None:
+        if self._driver.closed:
+            raise NodeClosed()
+        self._foreign.append(call)
+        self._async.send()
+
+    def _wait(self, start: Callable[[float, Notify], Pending]) -> Any:
+        """Start a driver operation and block this greenlet (or thread) until it completes."""
+        now = self._now()
+        if _get_ident() != self._owner:
+            return self._wait_foreign(start)
+        event = gevent.event.Event()
+        pending = start(now, lambda pending: event.set())
+        self._kick()
+        if not pending.done:
+            try:
+                event.wait()
+            except BaseException:  # GreenletExit (kill), gevent.Timeout, KeyboardInterrupt
+                self._driver.abandon(pending, _monotonic())
+                self._kick()
+                raise
+        return pending.outcome()
+
+    def _wait_foreign(self, start: Callable[[float, Notify], Pending]) -> Any:
+        lock = _allocate_lock()
+        lock.acquire()
+        box: list[Any] = [None, None]
+
+        def notify(pending: Pending) -> None:
+            box[0] = pending
+            lock.release()
+
+        def run() -> None:
+            try:
+                start(_monotonic(), notify)
+                self._kick()
+            except BaseException as error:
+                box[1] = error
+                lock.release()
+
+        self._post_foreign(run)
+        lock.acquire()
+        if box[1] is not None:
+            raise box[1]
+        pending: Pending = box[0]
+        return pending.outcome()
+
+    # ------------------------------------------------------------------ peers
+
+    def add_peer(
+        self, record: IdentityRecord, endpoints: Iterable[Sequence[Any]] = (),
+        *, trusted: bool = True,
+    ) -> None:
+        """Learn a peer from its identity record and the endpoints it may be reached at."""
+        endpoints = list(endpoints)
+        self._submit(lambda now: self._driver.add_peer(record, endpoints, trusted))
+
+    def connect(self, address: str, *, timeout: float | None = 10.0) -> None:
+        """Make a session with the peer (ConnectionFailed if that fails)."""
+        self._wait(lambda now, notify: self._driver.connect(address, now, timeout, notify))
+
+    def ping(self, address: str, *, timeout: float | None = 5.0) -> float:
+        """Round-trip time to the peer, in seconds."""
+        rtt: float = self._wait(
+            lambda now, notify: self._driver.ping(address, now, timeout, notify)
+        )
+        return rtt
+
+    def peer_info(self, address: str) -> PeerInfo:
+        info: PeerInfo = self._submit(lambda now: self._driver.peer_info(address))
+        return info
+
+    def close_peer(self, address: str) -> None:
+        """Close the session with the peer; it is told."""
+        self._submit(lambda now: self._driver.close_peer(address, now))
+
+    def stats(self) -> dict[str, int]:
+        """The core's drop and event counters together with the binding's own."""
+        return self._submit(lambda now: {**self._core.stats, **self._driver.stats})
+
+    # ------------------------------------------------------------------ messages
+
+    def send_message(
+        self,
+        address: str,
+        data: bytes,
+        *,
+        type: str = "text",
+        reply_to: bytes | None = None,
+        timeout: float | None = 30.0,
+    ) -> bytes:
+        """Send a message and return its id once the peer's application confirmed it
+        (DeliveryTimeout if it did not within `timeout`)."""
+        message_id: bytes = self._wait(
+            lambda now, notify: self._driver.send_message(
+                address, data, now, type, reply_to, timeout, notify
+            )
+        )
+        return message_id
+
+    def reply(
+        self, message: MessageReceived, data: bytes, *, type: str = "text",
+        timeout: float | None = 30.0,
+    ) -> bytes:
+        """Answer `message`: a message to its sender whose reply_to is its id."""
+        return self.send_message(
+            message.address, data, type=type, reply_to=message.message_id, timeout=timeout
+        )
+
+    def receive(self, *, timeout: float | None = None) -> MessageReceived:
+        """The next message from any peer (confirmed now if the node auto-confirms)."""
+        message: MessageReceived = self._wait(
+            lambda now, notify: self._driver.receive_message(now, timeout, notify)
+        )
+        return message
+
+    def messages(self) -> Iterator[MessageReceived]:
+        """Every message as it arrives, until the node closes."""
+        while True:
+            try:
+                yield self.receive()
+            except NodeClosed:
+                return
+
+    def confirm(self, message: MessageReceived) -> None:
+        """Tell the sender `message` is safely stored (only without auto_confirm)."""
+        self._submit(lambda now: self._driver.confirm(message, now))
+
+    def send_datagram(self, address: str, data: bytes) -> None:
+        """Unreliable and unconfirmed: delivered at most once."""
+        self._submit(lambda now: self._driver.send_datagram(address, data, now))
+
+    def receive_datagram(self, *, timeout: float | None = None) -> DatagramReceived:
+        datagram: DatagramReceived = self._wait(
+            lambda now, notify: self._driver.receive_datagram(now, timeout, notify)
+        )
+        return datagram
+
+    # ------------------------------------------------------------------ streams
+
+    def listen(self, port: int) -> None:
+        """Accept streams peers open to `port`."""
+        self._submit(lambda now: self._driver.listen(port))
+
+    def accept(self, port: int, *, timeout: float | None = None) -> Stream:
+        """The next stream a peer opened to `port` (after `listen(port)`)."""
+        state = self._wait(lambda now, notify: self._driver.accept(port, now, timeout, notify))
+        return Stream(self, state)
+
+    def open_stream(self, address: str, port: int) -> Stream:
+        """A new stream to the peer's `port`; the session is made if needed."""
+        state = self._submit(lambda now: self._driver.open_stream(address, port, now))
+        return Stream(self, state)
