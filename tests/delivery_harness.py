@@ -127,6 +127,7 @@ class App:
     reading: bool = True
     confirm: bool = True
     keep_data: bool = True  # False: only hash and count (large transfers)
+    hash_data: bool = True  # False: only count (throughput measurements)
     events: list[Event] = field(default_factory=list)
     received: dict[int, bytearray] = field(default_factory=dict)
     hashes: dict[int, hashlib._Hash] = field(default_factory=dict)
@@ -149,7 +150,8 @@ class App:
         if stream_id not in self.hashes:
             self.hashes[stream_id] = hashlib.sha256()
             self.counts[stream_id] = 0
-        self.hashes[stream_id].update(data)
+        if self.hash_data:
+            self.hashes[stream_id].update(data)
         self.counts[stream_id] += len(data)
         if self.keep_data:
             self.received.setdefault(stream_id, bytearray()).extend(data)

@@ -54,6 +54,7 @@ from .frames import (
     Close,
     Datagram,
     FrameDecodeError,
+    ImmediateAck,
     MaxData,
     MaxMessageData,
     MaxStreamData,
@@ -183,7 +184,10 @@ class Connection:
         self.config = config
         #: Bytes the Node adds around each payload (header + AEAD tag; relaying adds more).
         self.packet_overhead = 29
-        self.stats: Counter[str] = Counter()
+        self._stats: Counter[str] = Counter()
+        # The per-packet counters are plain ints (cheaper), folded into `stats` on read.
+        self._packets_sent = 0
+        self._packets_received = 0
         self._rng = rng
         self._listening = listening_ports
         self._events: deque[Event] = deque()
@@ -203,6 +207,8 @@ class Connection:
         self._pacing_until: float | None = None
         self._probes_due = 0
         self._unresponsive = False
+        # Unresponsive after as long as that many PTOs with backoff: 1 + 2 + 4 ...
+        self._silence_periods = (1 << config.unresponsive_pto_count) - 1
 
         self._streams: dict[int, _StreamEntry] = {}
         self._next_local_stream = 0
@@ -269,6 +275,17 @@ class Connection:
     # ================================================================== properties
 
     @property
+    def stats(self) -> Counter[str]:
+        """Counters by reason: packets, losses, retransmissions, and every kind of input
+        that was dropped (garbage, duplicates, credit violations...)."""
+        stats = self._stats
+        if self._packets_sent:
+            stats["packets_sent"] = self._packets_sent
+        if self._packets_received:
+            stats["packets_received"] = self._packets_received
+        return stats
+
+    @property
     def state(self) -> ConnectionState:
         return self._state
 
@@ -291,8 +308,7 @@ class Connection:
         start = self._recovery.silence_start()
         if start is None:
             return None
-        periods = (1 << self.config.unresponsive_pto_count) - 1
-        return start + periods * self._recovery.pto_duration()
+        return start + self._silence_periods * self._recovery.pto_duration()
 
     @property
     def datagram_size(self) -> int:
@@ -458,12 +474,12 @@ class Connection:
         """Queue an unreliable datagram. False (and counted) if it cannot fit a packet."""
         self._check_open()
         if len(data) > self.max_datagram_payload:
-            self.stats["datagram_too_large"] += 1
+            self._stats["datagram_too_large"] += 1
             return False
         datagrams = self._datagrams
         if len(datagrams) >= self.config.datagram_queue_limit:
             datagrams.popleft()
-            self.stats["datagram_queue_overflow"] += 1
+            self._stats["datagram_queue_overflow"] += 1
         datagrams.append(bytes(data))
         return True
 
@@ -552,7 +568,7 @@ class Connection:
 
     def receive_payload(self, payload: bytes, now: float) -> None:
         """Take one authenticated plaintext payload. Never raises on remote input."""
-        stats = self.stats
+        stats = self._stats
         state = self._state
         if state is not ConnectionState.OPEN:
             stats["packet_after_close"] += 1
@@ -570,9 +586,10 @@ class Connection:
         if acks.is_duplicate(packet_number):
             stats["duplicate_packet"] += 1
             return
-        stats["packets_received"] += 1
+        self._packets_received += 1
         size = len(payload)
         ack_eliciting = False
+        immediate = False
         for frame in frames:
             kind = type(frame)
             if kind is Stream:
@@ -583,6 +600,8 @@ class Connection:
             elif kind is Message:
                 ack_eliciting = True
                 self._on_message(frame, size)  # type: ignore[arg-type]
+            elif kind is ImmediateAck:
+                ack_eliciting = immediate = True
             elif kind is Padding:
                 pass
             else:
@@ -590,7 +609,7 @@ class Connection:
                 self._on_control(frame, now)
                 if self._state is not ConnectionState.OPEN:
                     break  # CLOSE: nothing after it matters
-        acks.on_packet(packet_number, ack_eliciting, now)
+        acks.on_packet(packet_number, ack_eliciting, now, immediate)
 
     def _on_stream(self, frame: Stream, payload_size: int) -> None:
         stream_id = frame.stream_id ^ 1
@@ -608,12 +627,12 @@ class Connection:
         try:
             grow = receive.check(frame.offset, len(data), frame.fin)
         except StreamViolation as violation:
-            self.stats[violation.reason] += 1
+            self._stats[violation.reason] += 1
             return
         window = self._receive_window
         if grow:
             if window.highest + grow > window.advertised:
-                self.stats["connection_credit_exceeded"] += 1
+                self._stats["connection_credit_exceeded"] += 1
                 return
             window.highest += grow
         if receive.state is ReceiveState.RESET:
@@ -642,7 +661,7 @@ class Connection:
     def _incoming_stream(self, stream_id: int) -> _StreamEntry | None:
         """The entry for a peer stream seen for the first time, opening every lower id
         implicitly (RFC 9000 section 3.2); None if the frame must be dropped."""
-        stats = self.stats
+        stats = self._stats
         if not stream_id & 1:
             stats[
                 "frame_for_unknown_local_stream"
@@ -688,7 +707,7 @@ class Connection:
         if entry.reset:
             return
         if not self._port_listening(port):
-            self.stats["stream_refused"] += 1
+            self._stats["stream_refused"] += 1
             self._reset(entry, ResetCode.PORT_NOT_LISTENING, f"port {port} is not listening")
             return
         entry.announced = True
@@ -709,7 +728,7 @@ class Connection:
             frame.reply_to,
         )
         if dropped is not None:
-            self.stats[dropped] += 1
+            self._stats[dropped] += 1
         if self._incoming.window.update_due():
             self._max_message_data_due = True
 
@@ -724,7 +743,7 @@ class Connection:
 
     def _on_control(self, frame: Any, now: float) -> None:
         kind = type(frame)
-        stats = self.stats
+        stats = self._stats
         if kind is MaxData:
             if self._send_credit.raise_limit(frame.maximum):
                 for entry in self._streams.values():
@@ -774,12 +793,12 @@ class Connection:
         final = frame.final_size
         known = receive.final_size
         if final < receive.highest or (known is not None and known != final):
-            self.stats["stream_reset_bad_final_size"] += 1
+            self._stats["stream_reset_bad_final_size"] += 1
             return
         window = self._receive_window
         grow = final - receive.highest
         if window.highest + grow > window.advertised:
-            self.stats["connection_credit_exceeded"] += 1
+            self._stats["connection_credit_exceeded"] += 1
             return
         window.highest += grow
         receive.highest = final
@@ -827,7 +846,7 @@ class Connection:
         recovery = self._recovery
         result = recovery.on_ack_received(frame.ranges, frame.delay_us * 1e-6, now)
         if result is None:
-            self.stats["ack_of_unsent_packet"] += 1
+            self._stats["ack_of_unsent_packet"] += 1
             return
         if not result.acked:
             return
@@ -837,7 +856,7 @@ class Connection:
             if packet.is_probe:
                 if self._pmtu.on_probe_acked(packet.number, now):
                     recovery.cc.set_max_datagram_size(self._pmtu.current)
-                    self.stats["pmtu_raised"] += 1
+                    self._stats["pmtu_raised"] += 1
                 continue
             for record in packet.frames:
                 if record[0] == KIND_STREAM:
@@ -865,7 +884,7 @@ class Connection:
                 self._maybe_forget(entry)
 
     def _on_lost(self, lost: list[SentPacket], now: float) -> None:
-        stats = self.stats
+        stats = self._stats
         for packet in lost:
             if packet.is_probe:
                 if self._pmtu.on_probe_lost(packet.number, now):
@@ -899,7 +918,7 @@ class Connection:
             elif kind == KIND_MAX_MESSAGE_DATA:
                 self._max_message_data_due = True
         if resent:
-            self.stats["retransmitted_frames"] += resent
+            self._stats["retransmitted_frames"] += resent
 
     # ================================================================== timers
 
@@ -910,7 +929,8 @@ class Connection:
             if state is ConnectionState.CLOSED:
                 return None
             return self._close_deadline
-        deadline = self._recovery.loss_detection_timer()
+        # Called after every datagram by the Node: keep it to a few attribute reads.
+        deadline = self._recovery.deadline(0 if self._unresponsive else self._silence_periods)
         ack_deadline = self._acks.ack_deadline
         if ack_deadline is not None and (deadline is None or ack_deadline < deadline):
             deadline = ack_deadline
@@ -920,9 +940,6 @@ class Connection:
         pmtu = self._pmtu.timer()
         if pmtu is not None and (deadline is None or pmtu < deadline):
             deadline = pmtu
-        silence = self._unresponsive_deadline()
-        if silence is not None and (deadline is None or silence < deadline):
-            deadline = silence
         return deadline
 
     def handle_timer(self, now: float) -> None:
@@ -939,7 +956,7 @@ class Connection:
         if self._pacing_until is not None and now >= self._pacing_until:
             self._pacing_until = None
         if self._pmtu.handle_timer(now):
-            self.stats["pmtu_probes_lost"] += 1
+            self._stats["pmtu_probes_lost"] += 1
         silence = self._unresponsive_deadline()
         if silence is not None and now >= silence:
             self._declare_unresponsive()
@@ -951,19 +968,19 @@ class Connection:
         if lost:
             self._on_lost(lost, now)
         if probe_timeout:
-            self.stats["probe_timeouts"] += 1
+            self._stats["probe_timeouts"] += 1
             # RFC 9002 section 6.2.4: one or two ack-eliciting probes, beyond the window.
             self._probes_due = 2
             if recovery.pto_count >= 2 and self._pmtu.on_black_hole(now):
                 recovery.cc.set_max_datagram_size(self._pmtu.current)
-                self.stats["pmtu_black_hole"] += 1
+                self._stats["pmtu_black_hole"] += 1
             if recovery.pto_count >= self.config.unresponsive_pto_count:
                 self._declare_unresponsive()
 
     def _declare_unresponsive(self) -> None:
         if not self._unresponsive:
             self._unresponsive = True
-            self.stats["peer_unresponsive"] += 1
+            self._stats["peer_unresponsive"] += 1
             self._events.append(PeerUnresponsive(self.address))
 
     # ================================================================== sending
@@ -1029,7 +1046,7 @@ class Connection:
         number = encode_varint(packet_number)
         parts: list[bytes | memoryview] = [number]
         records: list[tuple[Any, ...]] = []
-        space = max_payload - len(number)
+        space = max_payload - len(number) - 1  # one byte kept for IMMEDIATE_ACK
         acks = self._acks
         if acks.ack_deadline is not None:
             ranges, delay = acks.build(now, self.config.max_ack_ranges)
@@ -1069,6 +1086,17 @@ class Connection:
                     stalls = 0
             if force_ping and len(parts) == ack_only_length:
                 parts.append(b"\x01" + _PROBE_CHALLENGE)
+            if len(parts) > ack_only_length:
+                cc = self._recovery.cc
+                if (
+                    force_ping
+                    or not ready
+                    or cc.bytes_in_flight + 2 * (max_payload + self.packet_overhead)
+                    > cc.congestion_window
+                ):
+                    # Waiting for the ACK threshold would stall us: the window is about
+                    # to fill, this is a probe, or nothing more is queued.
+                    parts.append(b"\x0c")
         if len(parts) == 1:
             return None
         payload = b"".join(parts)
@@ -1078,13 +1106,13 @@ class Connection:
             # ACK-only packets are neither ack-eliciting nor in flight (RFC 9002 section 2)
             # and carry nothing to resend: not worth remembering.
             recovery.largest_sent = packet_number
-            self.stats["ack_only_sent"] += 1
+            self._stats["ack_only_sent"] += 1
             return payload
         size = len(payload) + self.packet_overhead
         recovery.on_packet_sent(SentPacket(packet_number, now, size, True, True, False, records))
         self._pacer.on_packet_sent(size)
         self._pacing_until = None
-        self.stats["packets_sent"] += 1
+        self._packets_sent += 1
         return payload
 
     def _add_control(
@@ -1145,7 +1173,7 @@ class Connection:
             if needed > space:
                 if needed > max_payload - 8:
                     datagrams.popleft()  # the path MTU shrank below it
-                    self.stats["datagram_too_large"] += 1
+                    self._stats["datagram_too_large"] += 1
                     continue
                 break
             datagrams.popleft()
@@ -1155,15 +1183,16 @@ class Connection:
         return space
 
     def _build_pmtu_probe(self, now: float, size: int) -> bytes:
-        """PING + PADDING filling a datagram of exactly `size` bytes (RFC 8899 section 4.1)."""
+        """PING + IMMEDIATE_ACK + PADDING filling a datagram of exactly `size` bytes
+        (RFC 8899 section 4.1)."""
         packet_number = self._next_packet_number
         self._next_packet_number = packet_number + 1
-        head = encode_varint(packet_number) + b"\x01" + _PROBE_CHALLENGE
+        head = encode_varint(packet_number) + b"\x01" + _PROBE_CHALLENGE + b"\x0c"
         payload = head + bytes(size - self.packet_overhead - len(head))
         recovery = self._recovery
         recovery.on_packet_sent(SentPacket(packet_number, now, size, True, False, True, []))
         self._pmtu.on_probe_sent(packet_number, size, now + 2 * recovery.pto_duration())
-        self.stats["pmtu_probes_sent"] += 1
+        self._stats["pmtu_probes_sent"] += 1
         return payload
 
     def _closing_payloads(self, now: float) -> list[bytes]:

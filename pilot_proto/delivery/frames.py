@@ -28,6 +28,7 @@ __all__ = [
     "Frame",
     "FrameDecodeError",
     "FrameType",
+    "ImmediateAck",
     "MaxData",
     "MaxMessageData",
     "MaxStreamData",
@@ -71,6 +72,7 @@ class FrameType:
     DATAGRAM = 0x09
     MESSAGE = 0x0A
     CLOSE = 0x0B
+    IMMEDIATE_ACK = 0x0C
     # STREAM is 0x10-0x17: the low three bits are flags.
     STREAM = 0x10
     STREAM_FIN = 0x01
@@ -151,6 +153,11 @@ class Close(NamedTuple):
     reason: str
 
 
+class ImmediateAck(NamedTuple):
+    """Asks the receiver to ACK this packet at once (draft-ietf-quic-ack-frequency ideas):
+    the sender's window is full, or it has nothing more to send."""
+
+
 class Stream(NamedTuple):
     """Stream data. `port` is present on frames at offset 0 (the stream's opening)."""
 
@@ -174,6 +181,7 @@ Frame = (
     | Datagram
     | Message
     | Close
+    | ImmediateAck
     | Stream
 )
 
@@ -329,6 +337,8 @@ def encode_frame(frame: Frame) -> bytes:
         return b"\x09" + encode_varint(len(frame.data)) + bytes(frame.data)
     if isinstance(frame, Close):
         return b"\x0b" + encode_varint(frame.code) + _encode_reason(frame.reason)
+    if isinstance(frame, ImmediateAck):
+        return b"\x0c"
     raise TypeError(f"not a frame: {frame!r}")
 
 
@@ -342,6 +352,7 @@ def encode_payload(packet_number: int, frames: list[Frame]) -> bytes:
 _unpack_u16 = struct.Struct(">H").unpack_from
 _unpack_u32 = struct.Struct(">I").unpack_from
 _unpack_u64 = struct.Struct(">Q").unpack_from
+_IMMEDIATE_ACK = ImmediateAck()
 _NON_ZERO = re.compile(b"[^\\x00]")
 
 
@@ -399,22 +410,6 @@ def _decode_ack(data: memoryview, pos: int, end: int) -> tuple[Ack, int]:
     return Ack(tuple(ranges), delay), pos
 
 
-def _decode_stream(data: memoryview, pos: int, end: int, frame_type: int) -> tuple[Stream, int]:
-    stream_id, pos = _varint(data, pos)
-    offset, pos = _varint(data, pos)
-    port = None
-    if frame_type & FrameType.STREAM_PORT:
-        port, pos = _varint(data, pos)
-    if frame_type & FrameType.STREAM_LEN:
-        length, pos = _varint(data, pos)
-    else:
-        length = end - pos
-    chunk, pos = _take(data, pos, length, end)
-    if offset + length > MAX_VARINT:
-        raise FrameDecodeError("stream data beyond the largest offset")
-    return Stream(stream_id, offset, chunk, bool(frame_type & FrameType.STREAM_FIN), port), pos
-
-
 def _decode_message(data: memoryview, pos: int, end: int) -> tuple[Message, int]:
     flags = data[pos]
     if flags > 1:
@@ -457,10 +452,23 @@ def decode_payload(payload: bytes | memoryview) -> tuple[int, list[Frame]]:
             frame_type = data[pos]
             pos += 1
             if frame_type >= FrameType.STREAM:
+                # The hot path (bulk data), decoded inline.
                 if frame_type > 0x17:
                     raise FrameDecodeError(f"unknown frame type {frame_type:#x}")
-                stream, pos = _decode_stream(data, pos, end, frame_type)
-                append(stream)
+                stream_id, pos = _varint(data, pos)
+                offset, pos = _varint(data, pos)
+                port = None
+                if frame_type & 0x04:
+                    port, pos = _varint(data, pos)
+                if frame_type & 0x02:
+                    length, pos = _varint(data, pos)
+                else:
+                    length = end - pos
+                stop = pos + length
+                if stop > end or offset + length > MAX_VARINT:
+                    raise FrameDecodeError("STREAM frame past the end of the payload")
+                append(Stream(stream_id, offset, data[pos:stop], bool(frame_type & 1), port))
+                pos = stop
             elif frame_type == FrameType.MESSAGE:
                 message, pos = _decode_message(data, pos, end)
                 append(message)
@@ -502,6 +510,8 @@ def decode_payload(payload: bytes | memoryview) -> tuple[int, list[Frame]]:
                 length, pos = _varint(data, pos)
                 chunk, pos = _take(data, pos, length, end)
                 append(Datagram(chunk))
+            elif frame_type == FrameType.IMMEDIATE_ACK:
+                append(_IMMEDIATE_ACK)
             elif frame_type == FrameType.CLOSE:
                 code, pos = _varint(data, pos)
                 reason, pos = _reason(data, pos, end)

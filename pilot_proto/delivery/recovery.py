@@ -71,10 +71,10 @@ class LossRecovery:
     __slots__ = (
         "_eliciting_outstanding",
         "_granularity",
-        "_last_ack_time",
         "_max_backoff",
         "_packet_threshold",
         "_recently_lost",
+        "_silence_start",
         "_time_of_last_eliciting",
         "_time_threshold",
         "cc",
@@ -99,7 +99,7 @@ class LossRecovery:
         max_pto_backoff: int,
     ) -> None:
         self.cc = cc
-        self.rtt = RttEstimator(initial_rtt, max_ack_delay)
+        self.rtt = RttEstimator(initial_rtt, max_ack_delay, granularity)
         # Insertion order is packet number order: ACK and loss scans walk it from the oldest.
         self.sent: dict[int, SentPacket] = {}
         self.largest_acked = -1
@@ -114,7 +114,7 @@ class LossRecovery:
         # Ack-eliciting packets outstanding that arm the PTO (probes excluded).
         self._eliciting_outstanding = 0
         self._recently_lost: dict[int, int] = {}
-        self._last_ack_time = float("-inf")
+        self._silence_start: float | None = None
         self.spurious_losses = 0
 
     # ------------------------------------------------------------------ sending
@@ -125,12 +125,16 @@ class LossRecovery:
         if packet.in_flight:
             self.cc.on_packet_sent(packet.size)
         if packet.ack_eliciting and not packet.is_probe:
+            if not self._eliciting_outstanding:
+                self._silence_start = packet.time_sent
             self._eliciting_outstanding += 1
             self._time_of_last_eliciting = packet.time_sent
 
     def _forget(self, packet: SentPacket) -> None:
         if packet.ack_eliciting and not packet.is_probe:
             self._eliciting_outstanding -= 1
+            if not self._eliciting_outstanding:
+                self._silence_start = None
 
     # ------------------------------------------------------------------ ACKs
 
@@ -159,7 +163,6 @@ class LossRecovery:
             self._check_spurious(ranges)
         if not newly:
             return AckResult([], [])
-        self._last_ack_time = now
         acked: list[SentPacket] = []
         cc = self.cc
         eliciting = False
@@ -172,6 +175,7 @@ class LossRecovery:
                     self._eliciting_outstanding -= 1
             if packet.in_flight:
                 cc.on_packet_acked(packet.size, packet.time_sent)
+        self._silence_start = now if self._eliciting_outstanding > 0 else None
         largest_packet = acked[-1]
         if largest > self.largest_acked:
             self.largest_acked = largest
@@ -261,24 +265,41 @@ class LossRecovery:
             return False
         if flight[-1].number - flight[0].number + 1 != len(flight):
             return False
-        duration = self.rtt.pto_base(self._granularity) * _PERSISTENT_CONGESTION_THRESHOLD
+        duration = self.rtt.pto_base * _PERSISTENT_CONGESTION_THRESHOLD
         return flight[-1].time_sent - flight[0].time_sent >= duration
 
     # ------------------------------------------------------------------ timers
 
     def silence_start(self) -> float | None:
-        """Since when ack-eliciting data has waited for an ACK: the later of the oldest
-        outstanding ack-eliciting packet and the last ACK that acknowledged something.
-        None if nothing is outstanding."""
-        if self._eliciting_outstanding <= 0:
-            return None
-        for packet in self.sent.values():
-            if packet.ack_eliciting and not packet.is_probe:
-                return max(packet.time_sent, self._last_ack_time)
-        return None
+        """Since when ack-eliciting data has waited for an ACK: the later of the moment data
+        became outstanding and the last ACK that acknowledged something. None if nothing
+        is outstanding."""
+        return self._silence_start
 
     def pto_duration(self) -> float:
-        return self.rtt.pto_base(self._granularity)
+        return self.rtt.pto_base
+
+    def deadline(self, silence_periods: int) -> float | None:
+        """The loss detection timer, or the end of `silence_periods` PTOs of silence
+        (`silence_start`) if that is earlier; 0 periods leaves the silence out. One call,
+        because the Node asks for timers after every datagram."""
+        loss_time = self.loss_time
+        if self._eliciting_outstanding <= 0:
+            return loss_time
+        pto = self.rtt.pto_base
+        if loss_time is not None:
+            deadline = loss_time  # as in loss_detection_timer: it replaces the PTO
+        elif self.pto_count == 0:
+            deadline = self._time_of_last_eliciting + pto
+        else:
+            deadline = self._time_of_last_eliciting + pto * (
+                1 << min(self.pto_count, self._max_backoff)
+            )
+        if silence_periods and self._silence_start is not None:
+            silence = self._silence_start + silence_periods * pto
+            if silence < deadline:
+                deadline = silence
+        return deadline
 
     def loss_detection_timer(self) -> float | None:
         """The earliest of the time-threshold loss timer and the probe timeout."""
@@ -286,8 +307,12 @@ class LossRecovery:
             return self.loss_time
         if self._eliciting_outstanding <= 0:
             return None
-        backoff = 1 << min(self.pto_count, self._max_backoff)
-        return self._time_of_last_eliciting + self.pto_duration() * backoff
+        count = self.pto_count
+        if count == 0:
+            return self._time_of_last_eliciting + self.rtt.pto_base
+        return self._time_of_last_eliciting + self.rtt.pto_base * (
+            1 << min(count, self._max_backoff)
+        )
 
     def on_timeout(self, now: float) -> tuple[list[SentPacket], bool]:
         """The loss detection timer fired: (packets declared lost, whether a PTO fired)."""
@@ -310,6 +335,7 @@ class LossRecovery:
             if packet.in_flight:
                 self.cc.on_packet_discarded(packet.size)
         self._eliciting_outstanding = 0
+        self._silence_start = None
         self.loss_time = None
         self.pto_count = 0
         return packets

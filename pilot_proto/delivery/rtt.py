@@ -8,9 +8,18 @@ __all__ = ["RttEstimator"]
 class RttEstimator:
     """min_rtt, smoothed_rtt and rttvar from ACK samples."""
 
-    __slots__ = ("has_sample", "latest_rtt", "max_ack_delay", "min_rtt", "rttvar", "smoothed_rtt")
+    __slots__ = (
+        "granularity",
+        "has_sample",
+        "latest_rtt",
+        "max_ack_delay",
+        "min_rtt",
+        "pto_base",
+        "rttvar",
+        "smoothed_rtt",
+    )
 
-    def __init__(self, initial_rtt: float, max_ack_delay: float) -> None:
+    def __init__(self, initial_rtt: float, max_ack_delay: float, granularity: float) -> None:
         # RFC 9002 section 5.3: before the first sample, smoothed_rtt = initial_rtt and
         # rttvar = initial_rtt / 2.
         self.has_sample = False
@@ -19,6 +28,16 @@ class RttEstimator:
         self.smoothed_rtt = initial_rtt
         self.rttvar = initial_rtt / 2
         self.max_ack_delay = max_ack_delay
+        self.granularity = granularity
+        #: RFC 9002 section 6.2.1: smoothed_rtt + max(4 * rttvar, kGranularity) +
+        #: max_ack_delay, kept up to date because timers read it on every call.
+        self.pto_base = 0.0
+        self._update_pto()
+
+    def _update_pto(self) -> None:
+        self.pto_base = (
+            self.smoothed_rtt + max(4 * self.rttvar, self.granularity) + self.max_ack_delay
+        )
 
     def update(self, latest_rtt: float, ack_delay: float) -> None:
         """Take one sample: the time from sending the largest newly acked packet to its ACK."""
@@ -30,6 +49,7 @@ class RttEstimator:
             self.min_rtt = latest_rtt
             self.smoothed_rtt = latest_rtt
             self.rttvar = latest_rtt / 2
+            self._update_pto()
             return
         if latest_rtt < self.min_rtt:
             self.min_rtt = latest_rtt
@@ -42,7 +62,4 @@ class RttEstimator:
             adjusted = latest_rtt - ack_delay
         self.rttvar = 0.75 * self.rttvar + 0.25 * abs(self.smoothed_rtt - adjusted)
         self.smoothed_rtt = 0.875 * self.smoothed_rtt + 0.125 * adjusted
-
-    def pto_base(self, granularity: float) -> float:
-        """RFC 9002 section 6.2.1: smoothed_rtt + max(4 * rttvar, kGranularity) + max_ack_delay."""
-        return self.smoothed_rtt + max(4 * self.rttvar, granularity) + self.max_ack_delay
+        self._update_pto()

@@ -14,15 +14,19 @@ from typing import Any
 
 from ..errors import StreamBufferFull
 from .flow import SendCredit
-from .frames import stream_frame_header
+from .frames import FrameType, stream_frame_header
 from .ranges import RangeSet
 from .stream_states import SendEvent, SendState, send_transition
-from .varint import varint_size
+from .varint import encode_varint, varint_size
 
 __all__ = ["KIND_STREAM", "SendStream"]
 
 #: First element of the sent-frame records of stream data (see connection.py).
 KIND_STREAM = 0
+
+# STREAM frame types with the LEN bit, without and with FIN (frames.py).
+_DATA_TYPE = bytes((FrameType.STREAM | FrameType.STREAM_LEN,))
+_FIN_TYPE = bytes((FrameType.STREAM | FrameType.STREAM_LEN | FrameType.STREAM_FIN,))
 
 # Coalesce application writes smaller than this into one buffered chunk.
 _SMALL_WRITE = 16 * 1024
@@ -36,6 +40,8 @@ class SendStream:
         "_chunk_starts",
         "_chunks",
         "_first",
+        "_header_base",
+        "_id_bytes",
         "_lost",
         "acked_end",
         "buffer_limit",
@@ -80,6 +86,11 @@ class SendStream:
         self.open_acked = port is None
         self.want_writable = False
         self.in_ready = False
+        # Frame header pieces that never change for this stream.
+        self._id_bytes = encode_varint(stream_id)
+        self._header_base = 1 + len(self._id_bytes) + (
+            varint_size(port) if port is not None else 0
+        )
 
     # ------------------------------------------------------------------ application side
 
@@ -169,8 +180,13 @@ class SendStream:
         end: int,
         fin: bool,
     ) -> int:
-        port = self.port if start == 0 else None
-        header = stream_frame_header(self.stream_id, start, end - start, fin, port)
+        if start or self.port is None:
+            header = b"".join(
+                (_FIN_TYPE if fin else _DATA_TYPE, self._id_bytes, encode_varint(start),
+                 encode_varint(end - start))
+            )
+        else:
+            header = stream_frame_header(self.stream_id, start, end - start, fin, self.port)
         parts.append(header)
         if end > start:
             parts.append(self._slice(start, end))
@@ -193,9 +209,7 @@ class SendStream:
         the space left. New data is limited by the stream's and the connection's credit."""
         if self.state is SendState.RESET:
             return space
-        overhead = 1 + varint_size(self.stream_id) + varint_size(space)
-        if self.port is not None:
-            overhead += varint_size(self.port)
+        overhead = self._header_base + varint_size(space)
         final = self.buffered_end if self.fin_requested else -1
         lost = self._lost
         while lost:
@@ -218,7 +232,9 @@ class SendStream:
         if offset < self.buffered_end or (offset == 0 and self.open_pending):
             room = space - overhead - varint_size(offset)
             allowed = min(
-                self.buffered_end - offset, self.credit.limit - offset, connection.available
+                self.buffered_end - offset,
+                self.credit.limit - offset,
+                connection.limit - connection.used,
             )
             stop = offset + min(room, allowed)
             if room > 0 and (stop > offset or offset == 0):
