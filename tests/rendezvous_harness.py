@@ -15,9 +15,10 @@ from typing import TypeVar
 
 from pilot_proto import MessageReceived
 from pilot_proto.config import NodeConfig, SessionConfig
-from pilot_proto.events import Event
+from pilot_proto.events import Event, RendezvousConnected
 from pilot_proto.identity import Identity
 from pilot_proto.node import Node
+from pilot_proto.records import IdentityRecord, Locator
 from pilot_proto.rendezvous import (
     ClientConfig,
     ClientEvent,
@@ -27,6 +28,7 @@ from pilot_proto.rendezvous import (
     RendezvousServer,
     ServerConfig,
 )
+from pilot_proto.rendezvous.messages import Register, decode_message, encode_message
 from pilot_proto.simulator import Network
 from pilot_proto.transmit import Addr, Transmit
 
@@ -39,9 +41,10 @@ SERVER_ADDR: Addr = ("198.51.100.1", 7000)
 class App:
     """One simulated host: a Node and the rendezvous client or server driving it."""
 
-    def __init__(self, name: str, node: Node) -> None:
+    def __init__(self, name: str, node: Node, addr: Addr) -> None:
         self.name = name
         self.node = node
+        self.addr = addr
         self.client: RendezvousClient | None = None
         self.server: RendezvousServer | None = None
         #: Node events the rendezvous objects did not consume (the daemon's business).
@@ -136,7 +139,7 @@ class RvLab:
             wall_clock=self.net.wall_clock,
             trust_policy=lambda address: True,
         )
-        app = App("server", node)
+        app = App("server", node, SERVER_ADDR)
         app.server = RendezvousServer(
             node, self.store, wall_clock=self.net.wall_clock, config=self.server_config
         )
@@ -152,6 +155,10 @@ class RvLab:
             self.server_identity = identity
         self.server = self._make_server(self.server_identity)
         return self.server
+
+    def leave(self, app: App) -> None:
+        """Take a host off the network without a word (a crash, a cable pulled)."""
+        self.net.remove_host(app.addr)
 
     def client(
         self,
@@ -178,7 +185,7 @@ class RvLab:
             rng=self.net.rng_for(f"{name}#{self._count}"),
             wall_clock=self.net.wall_clock,
         )
-        app = App(name, node)
+        app = App(name, node, addr)
         app.client = RendezvousClient(
             node,
             identity,
@@ -203,9 +210,11 @@ class RvLab:
         self.net.flush()
 
     def restart_client(self, old: App, **changes: object) -> App:
-        """The same identity at the same address, with every bit of state lost."""
-        addr = next(a for a, h in self.net.hosts.items() if h.endpoint is old)
-        self.net.remove_host(addr)
+        """The same identity at the same address, with every bit of state lost (also
+        brings back a client that was taken off the network)."""
+        addr = old.addr
+        if addr in self.net.hosts:
+            self.net.remove_host(addr)
         assert old.client is not None
         return self.client(
             old.name,
@@ -243,6 +252,45 @@ class RvLab:
         event = answer()
         assert event is not None
         return event
+
+
+class RawClient:
+    """A node with a session to the server and no RendezvousClient: sends what a test says."""
+
+    def __init__(self, lab: RvLab, name: str, identity: Identity | None = None) -> None:
+        self.lab = lab
+        self.app = lab.client(name, identity=identity, start=False)
+        self.app.client = None  # raw: every node event lands in app.node_events
+        self.app.node.connect_rendezvous(SERVER_ADDR, lab.server_identity.static_public, lab.now)
+        lab.net.flush()
+        assert lab.run_until(lambda: bool(self.of(RendezvousConnected)))
+        self.server = self.of(RendezvousConnected)[0].address
+
+    def of(self, kind: type) -> list:  # type: ignore[type-arg]
+        return [e for e in self.app.node_events if isinstance(e, kind)]
+
+    def send(self, data: bytes) -> None:
+        self.app.node.send_message(self.server, data, self.lab.now, type="binary")
+        self.lab.net.flush()
+
+    def answers(self) -> list[object]:
+        return [decode_message(e.data) for e in self.of(MessageReceived)]
+
+    def ask(self, data: bytes) -> object:
+        before = len(self.of(MessageReceived))
+        self.send(data)
+        assert self.lab.run_until(lambda: len(self.of(MessageReceived)) > before)
+        return self.answers()[before]
+
+
+def register_message(identity: Identity, rid: int, sequence: int, expires_at: int) -> bytes:
+    record = IdentityRecord.create(
+        identity, hostname=None, sequence=sequence, expires_at=expires_at
+    )
+    locator = Locator.create(
+        identity, endpoints=[("192.0.2.99", 9)], sequence=sequence, expires_at=expires_at
+    )
+    return encode_message(Register(rid, record, locator))
 
 
 def client_config(**changes: object) -> ClientConfig:

@@ -5,12 +5,18 @@ from __future__ import annotations
 
 import ipaddress
 
-from rendezvous_harness import SERVER_ADDR, App, RvLab, client_config, server_config
+from rendezvous_harness import (
+    SERVER_ADDR,
+    App,
+    RawClient,
+    RvLab,
+    client_config,
+    register_message,
+    server_config,
+)
 
-from pilot_proto import MessageReceived
-from pilot_proto.events import HandshakeCompleted, RendezvousConnected
+from pilot_proto.events import HandshakeCompleted
 from pilot_proto.identity import Identity
-from pilot_proto.records import IdentityRecord, Locator
 from pilot_proto.rendezvous import (
     ClientState,
     Disconnected,
@@ -25,9 +31,7 @@ from pilot_proto.rendezvous import (
 from pilot_proto.rendezvous.messages import (
     ErrorCode,
     ErrorReply,
-    Register,
     RegisteredReply,
-    decode_message,
     encode_message,
 )
 
@@ -143,7 +147,7 @@ def test_a_hostname_stays_with_its_key_for_the_retention_period() -> None:
     quick = client_config(record_lifetime=120.0, locator_lifetime=60.0)
     a = lab.client("a", hostname="agent-a", config=quick)
     assert registered(lab, a)
-    lab.net.remove_host(("192.0.2.1", 5001))  # a goes away for good
+    lab.leave(a)  # a goes away for good
     lab.settle(300)  # its record expired, its claim has not
     gone = lab.client("probe")
     assert registered(lab, gone)
@@ -171,45 +175,6 @@ def test_the_same_key_gets_its_hostname_back_after_a_restart() -> None:
 
 
 # ------------------------------------------------------------------ sequence numbers, expiry
-
-
-class RawClient:
-    """A node with a session to the server and no RendezvousClient: sends what a test says."""
-
-    def __init__(self, lab: RvLab, name: str, identity: Identity | None = None) -> None:
-        self.lab = lab
-        self.app = lab.client(name, identity=identity, start=False)
-        self.app.client = None  # raw: every node event lands in app.node_events
-        self.app.node.connect_rendezvous(SERVER_ADDR, lab.server_identity.static_public, lab.now)
-        lab.net.flush()
-        assert lab.run_until(lambda: bool(self.of(RendezvousConnected)))
-        self.server = self.of(RendezvousConnected)[0].address
-
-    def of(self, kind: type) -> list:  # type: ignore[type-arg]
-        return [e for e in self.app.node_events if isinstance(e, kind)]
-
-    def send(self, data: bytes) -> None:
-        self.app.node.send_message(self.server, data, self.lab.now, type="binary")
-        self.lab.net.flush()
-
-    def answers(self) -> list[object]:
-        return [decode_message(e.data) for e in self.of(MessageReceived)]
-
-    def ask(self, data: bytes) -> object:
-        before = len(self.of(MessageReceived))
-        self.send(data)
-        assert self.lab.run_until(lambda: len(self.of(MessageReceived)) > before)
-        return self.answers()[before]
-
-
-def register_message(identity: Identity, rid: int, sequence: int, expires_at: int) -> bytes:
-    record = IdentityRecord.create(
-        identity, hostname=None, sequence=sequence, expires_at=expires_at
-    )
-    locator = Locator.create(
-        identity, endpoints=[("192.0.2.99", 9)], sequence=sequence, expires_at=expires_at
-    )
-    return encode_message(Register(rid, record, locator))
 
 
 def test_sequence_numbers_must_go_up() -> None:
@@ -247,7 +212,7 @@ def test_a_clock_set_back_does_not_lock_a_node_out() -> None:
     assert registered(lab, a)
     a.node.close(lab.now)
     lab.settle(1)
-    lab.net.remove_host(("192.0.2.1", 5001))
+    lab.leave(a)
     # The restarted node's clock is ten minutes behind: its sequence numbers are older
     # than the ones the server holds. The server says which sequence it holds; the
     # client moves past it.
@@ -273,7 +238,7 @@ def test_records_expire_when_not_renewed() -> None:
     event = lab.result(b, lab.call(b, lambda c, now: c.lookup("agent-a", now)))
     assert isinstance(event, LookupResult)
     assert event.record.expires_at > lab.net.wall_clock()
-    lab.net.remove_host(("192.0.2.1", 5001))
+    lab.leave(a)
     lab.settle(70)
     event = lab.result(b, lab.call(b, lambda c, now: c.lookup(a.address, now)))
     assert isinstance(event, RequestFailed) and event.code == "not_found"
@@ -381,7 +346,7 @@ def test_an_offline_target_is_still_introduced_by_its_signed_candidates() -> Non
     a = lab.client("a")
     b = lab.client("b", allow_list=[a.address], candidates=[("203.0.113.5", 7777)])
     assert registered(lab, a, b)
-    lab.net.remove_host(("192.0.2.2", 5002))
+    lab.leave(b)
     lab.settle(200)  # the server notices b is gone
     assert lab.server.server is not None and not lab.server.server.is_online(b.address)
     intro = lab.result(a, lab.call(a, lambda c, now: c.request_introduction(b.address, now)))
