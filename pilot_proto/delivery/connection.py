@@ -65,6 +65,7 @@ from .frames import (
     Receipt,
     Stream,
     decode_payload,
+    encode_ack,
     encode_frame,
 )
 from .frames import StreamReset as StreamResetFrame
@@ -188,6 +189,7 @@ class Connection:
         # The per-packet counters are plain ints (cheaper), folded into `stats` on read.
         self._packets_sent = 0
         self._packets_received = 0
+        self._ack_only_sent = 0
         self._rng = rng
         self._listening = listening_ports
         self._events: deque[Event] = deque()
@@ -221,7 +223,6 @@ class Connection:
         )
 
         self._outgoing = OutgoingMessages(INITIAL_MESSAGE_CREDIT)
-        self._outgoing_in_ready = False
         self._incoming = IncomingMessages(
             INITIAL_MESSAGE_CREDIT,
             config.message_receive_window,
@@ -283,6 +284,8 @@ class Connection:
             stats["packets_sent"] = self._packets_sent
         if self._packets_received:
             stats["packets_received"] = self._packets_received
+        if self._ack_only_sent:
+            stats["ack_only_sent"] = self._ack_only_sent
         return stats
 
     @property
@@ -557,9 +560,10 @@ class Connection:
             self._ready.append(send)
 
     def _schedule_messages(self) -> None:
-        if not self._outgoing_in_ready and self._outgoing.has_work():
-            self._outgoing_in_ready = True
-            self._ready.append(self._outgoing)
+        outgoing = self._outgoing
+        if not outgoing.in_ready and outgoing.has_work():
+            outgoing.in_ready = True
+            self._ready.append(outgoing)
 
     def _transition(self, event: ConnectionEvent) -> None:
         self._state = CONNECTION_TRANSITIONS[(self._state, event)]
@@ -1050,7 +1054,7 @@ class Connection:
         acks = self._acks
         if acks.ack_deadline is not None:
             ranges, delay = acks.build(now, self.config.max_ack_ranges)
-            ack = encode_frame(Ack(ranges, delay))
+            ack = encode_ack(ranges, delay)
             parts.append(ack)
             space -= len(ack)
         ack_only_length = len(parts)
@@ -1061,20 +1065,12 @@ class Connection:
             stalls = 0
             credit = self._send_credit
             while ready and space > _ACK_FRAME_RESERVE:
-                item = ready[0]
+                item = ready[0]  # a stream, or the message queue: the same interface
                 before = space
-                if isinstance(item, OutgoingMessages):
-                    space = item.fill(parts, records, space)
-                    more = item.has_work()
-                else:
-                    space = item.fill(parts, records, space, credit)
-                    more = item.has_work(credit.available)
-                if not more:
+                space = item.fill(parts, records, space, credit)
+                if not item.has_work(credit.limit - credit.used):
                     ready.popleft()
-                    if isinstance(item, OutgoingMessages):
-                        self._outgoing_in_ready = False
-                    else:
-                        item.in_ready = False
+                    item.in_ready = False
                     stalls = 0
                     continue
                 ready.rotate(-1)  # round robin: the next packet starts with the next stream
@@ -1106,7 +1102,7 @@ class Connection:
             # ACK-only packets are neither ack-eliciting nor in flight (RFC 9002 section 2)
             # and carry nothing to resend: not worth remembering.
             recovery.largest_sent = packet_number
-            self._stats["ack_only_sent"] += 1
+            self._ack_only_sent += 1
             return payload
         size = len(payload) + self.packet_overhead
         recovery.on_packet_sent(SentPacket(packet_number, now, size, True, True, False, records))

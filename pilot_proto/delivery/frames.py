@@ -40,6 +40,7 @@ __all__ = [
     "Stream",
     "StreamReset",
     "decode_payload",
+    "encode_ack",
     "encode_frame",
     "encode_payload",
     "message_frame_header",
@@ -262,15 +263,15 @@ def _encode_reason(reason: str) -> bytes:
     return encode_varint(len(raw)) + raw
 
 
-def _encode_ack(frame: Ack) -> bytes:
-    ranges = frame.ranges
+def encode_ack(ranges: tuple[tuple[int, int], ...], delay_us: int) -> bytes:
+    """An ACK frame: inclusive (smallest, largest) ranges, largest first."""
     if not ranges:
         raise ValueError("an ACK frame needs at least one range")
     smallest, largest = ranges[0]
     parts = [
         b"\x03",
         encode_varint(largest),
-        encode_varint(frame.delay_us),
+        encode_varint(delay_us),
         encode_varint(len(ranges) - 1),
         encode_varint(largest - smallest),
     ]
@@ -292,7 +293,7 @@ def encode_frame(frame: Frame) -> bytes:
             frame.stream_id, frame.offset, len(frame.data), frame.fin, frame.port
         ) + bytes(frame.data)
     if isinstance(frame, Ack):
-        return _encode_ack(frame)
+        return encode_ack(frame.ranges, frame.delay_us)
     if isinstance(frame, Message):
         if len(frame.message_id) != MESSAGE_ID_SIZE:
             raise ValueError("message ids are 16 bytes")

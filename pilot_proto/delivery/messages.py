@@ -54,7 +54,7 @@ class OutgoingMessage:
 class OutgoingMessages:
     """Messages we send: new chunks in base order, lost chunks first."""
 
-    __slots__ = ("_fresh", "_lost", "credit", "next_base", "unreceipted")
+    __slots__ = ("_fresh", "_lost", "credit", "in_ready", "next_base", "unreceipted")
 
     def __init__(self, initial_credit: int) -> None:
         self.credit = SendCredit(initial_credit)
@@ -63,6 +63,8 @@ class OutgoingMessages:
         self.unreceipted: dict[bytes, OutgoingMessage] = {}
         self._fresh: deque[OutgoingMessage] = deque()
         self._lost: deque[tuple[OutgoingMessage, int, int]] = deque()
+        #: In the connection's send ring (the scheduler's bookkeeping).
+        self.in_ready = False
 
     def add(self, message: OutgoingMessage) -> None:
         message.base = self.next_base
@@ -70,7 +72,8 @@ class OutgoingMessages:
         self.unreceipted[message.message_id] = message
         self._fresh.append(message)
 
-    def has_work(self) -> bool:
+    def has_work(self, connection_available: int = 0) -> bool:
+        """Whether `fill` could add a chunk now (stream credit does not apply)."""
         if self._lost:
             return True
         if not self._fresh:
@@ -108,9 +111,14 @@ class OutgoingMessages:
         return len(header) + end - start
 
     def fill(
-        self, parts: list[bytes | memoryview], frames: list[tuple[Any, ...]], space: int
+        self,
+        parts: list[bytes | memoryview],
+        frames: list[tuple[Any, ...]],
+        space: int,
+        connection: SendCredit | None = None,
     ) -> int:
-        """Append message chunks within `space` bytes; return the space left."""
+        """Append message chunks within `space` bytes; return the space left. (The
+        connection's stream credit does not apply to messages: they have their own.)"""
         lost = self._lost
         while lost and space > _MAX_HEADER:
             message, start, end = lost[0]
