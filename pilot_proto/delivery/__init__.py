@@ -8,7 +8,7 @@ transport packets; see connection.py for the contract.
 from __future__ import annotations
 
 from .config import DeliveryConfig
-from .connection import Connection, ConnectionState, ResetCode
+from .connection import Connection, ConnectionState
 from .events import (
     ConnectionClosed,
     DatagramReceived,
@@ -23,6 +23,7 @@ from .events import (
     StreamWritable,
 )
 from .frames import FrameDecodeError
+from .streams import ResetCode
 
 __all__ = [
     "Connection",

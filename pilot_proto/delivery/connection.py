@@ -16,22 +16,15 @@ from typing import Any
 from ..errors import (
     ConnectionClosedError,
     InvalidMessageType,
-    InvalidPort,
     LocalProtocolError,
     MessageTooLarge,
-    StreamStateError,
     UnknownMessage,
-    UnknownStream,
 )
 from ..events import Event
 from .acks import AckTracker
-from .config import (
-    INITIAL_CONNECTION_CREDIT,
-    INITIAL_MESSAGE_CREDIT,
-    INITIAL_STREAM_CREDIT,
-    DeliveryConfig,
-)
+from .config import INITIAL_MESSAGE_CREDIT, DeliveryConfig
 from .congestion import create_congestion_controller
+from .control import KIND_CONTROL, PROBE_CHALLENGE, ControlFrames
 from .events import (
     ConnectionClosed,
     DatagramReceived,
@@ -39,13 +32,8 @@ from .events import (
     MessageReceived,
     PeerUnresponsive,
     PongReceived,
-    StreamEnded,
-    StreamOpened,
-    StreamReadable,
     StreamReset,
-    StreamWritable,
 )
-from .flow import ReceiveWindow, SendCredit
 from .frames import (
     CHALLENGE_SIZE,
     MESSAGE_ID_SIZE,
@@ -72,10 +60,9 @@ from .frames import StreamReset as StreamResetFrame
 from .messages import KIND_MESSAGE, IncomingMessages, OutgoingMessage, OutgoingMessages
 from .pacing import Pacer
 from .pmtu import PathMtu
-from .receive_stream import ReceiveStream, StreamViolation
 from .recovery import LossRecovery, SentPacket
 from .send_stream import KIND_STREAM, SendStream
-from .stream_states import ReceiveState, SendState
+from .streams import KIND_MAX_DATA, KIND_MAX_STREAM_DATA, ResetCode, StreamTable
 from .varint import encode_varint, varint_size
 
 __all__ = [
@@ -86,24 +73,11 @@ __all__ = [
     "ResetCode",
 ]
 
-# Kinds of sent-frame records (first tuple element) besides KIND_STREAM and KIND_MESSAGE.
-KIND_CONTROL = 2  # (KIND_CONTROL, encoded frame): resent as it was (RECEIPT, STREAM_RESET)
-KIND_MAX_DATA = 3
-KIND_MAX_STREAM_DATA = 4  # (KIND_MAX_STREAM_DATA, local stream id)
+# Kinds of sent-frame records (first tuple element): KIND_STREAM (send_stream.py),
+# KIND_MESSAGE (messages.py), KIND_CONTROL (control.py), KIND_MAX_DATA and
+# KIND_MAX_STREAM_DATA (streams.py), and:
 KIND_MAX_MESSAGE_DATA = 5
-
-_PROBE_CHALLENGE = bytes(CHALLENGE_SIZE)
-_MAX_PENDING_PONGS = 16
-_MAX_OUTSTANDING_PINGS = 64
 _ACK_FRAME_RESERVE = 64  # room kept for control frames when sizing data
-
-
-class ResetCode(enum.IntEnum):
-    """STREAM_RESET codes (the text reason travels alongside)."""
-
-    APPLICATION = 0
-    PORT_NOT_LISTENING = 1
-    TOO_MANY_STREAMS = 2
 
 
 class ConnectionState(enum.Enum):
@@ -132,44 +106,10 @@ CONNECTION_TRANSITIONS: dict[tuple[ConnectionState, ConnectionEvent], Connection
 }
 
 
-class _StreamEntry:
-    """Both halves of one stream and what the application knows about it."""
-
-    __slots__ = (
-        "announced",
-        "awaiting_final_size",
-        "port",
-        "receive",
-        "reset",
-        "send",
-        "stream_id",
-    )
-
-    def __init__(
-        self,
-        stream_id: int,
-        send: SendStream,
-        receive: ReceiveStream,
-        port: int | None,
-        announced: bool,
-    ) -> None:
-        self.stream_id = stream_id
-        self.send = send
-        self.receive = receive
-        self.port = port
-        #: The application knows the stream (it opened it, or got StreamOpened).
-        self.announced = announced
-        #: Reset (by either side); no further stream events.
-        self.reset = False
-        #: We reset it and still need the peer's final size for connection flow control.
-        self.awaiting_final_size = False
-
-
 class Connection:
     """Reliable, flow- and congestion-controlled delivery to one peer.
 
-    Stream ids: streams we open are even, streams the peer opens are odd. On the wire a
-    frame carries the sender's id; the receiver flips the low bit.
+    Stream ids: streams we open are even, streams the peer opens are odd (streams.py).
     """
 
     def __init__(
@@ -212,14 +152,13 @@ class Connection:
         # Unresponsive after as long as that many PTOs with backoff: 1 + 2 + 4 ...
         self._silence_periods = (1 << config.unresponsive_pto_count) - 1
 
-        self._streams: dict[int, _StreamEntry] = {}
-        self._next_local_stream = 0
-        self._next_peer_stream = 1
-        self._peer_stream_count = 0
+        # The send ring: streams and the message queue with something to send, served
+        # round robin, one packet's worth each in turn.
         self._ready: deque[SendStream | OutgoingMessages] = deque()
-        self._send_credit = SendCredit(INITIAL_CONNECTION_CREDIT)
-        self._receive_window = ReceiveWindow(
-            INITIAL_CONNECTION_CREDIT, config.connection_receive_window
+        self._control = ControlFrames(self._stats, config.datagram_queue_limit)
+        self._streams = StreamTable(
+            address, config, listening_ports, events=self._events, stats=self._stats,
+            control=self._control.reliable, ready=self._ready,
         )
 
         self._outgoing = OutgoingMessages(INITIAL_MESSAGE_CREDIT)
@@ -231,15 +170,8 @@ class Connection:
         )
         self._unconfirmed: set[bytes] = set()
 
-        self._control: list[bytes] = []
-        self._datagrams: deque[bytes] = deque()
-        self._pongs: list[bytes] = []
-        self._pings_to_send: list[bytes] = []
-        self._pings: dict[bytes, float] = {}
-        # Grant our configured windows at once (the protocol's initial credit is small).
-        self._max_data_due = self._receive_window.update_due()
+        # Grant our configured window at once (the protocol's initial credit is small).
         self._max_message_data_due = self._incoming.window.update_due()
-        self._max_stream_data_due: set[int] = set()
 
     # ================================================================== construction
 
@@ -386,42 +318,12 @@ class Connection:
                 f"message {bytes(message_id).hex()} is not awaiting confirmation"
             ) from None
         if self._state is ConnectionState.OPEN:
-            self._control.append(encode_frame(Receipt(message_id)))
+            self._control.reliable.append(encode_frame(Receipt(message_id)))
 
     def open_stream(self, port: int, now: float) -> int:
         """Open a stream to the peer's `port`; return its id (even numbers)."""
         self._check_open()
-        if not isinstance(port, int) or not 0 <= port <= 0xFFFF:
-            raise InvalidPort(f"port {port!r} is not in 0-65535")
-        stream_id = self._next_local_stream
-        self._next_local_stream += 2
-        entry = _StreamEntry(
-            stream_id,
-            SendStream(stream_id, port, INITIAL_STREAM_CREDIT, self.config.stream_send_buffer),
-            ReceiveStream(INITIAL_STREAM_CREDIT, self.config.stream_receive_window),
-            port,
-            announced=True,
-        )
-        self._streams[stream_id] = entry
-        self._max_stream_data_due.add(stream_id)
-        self._schedule(entry.send)
-        return stream_id
-
-    def _entry(self, stream_id: int) -> _StreamEntry:
-        entry = self._streams.get(stream_id)
-        if entry is None or not entry.announced:
-            if self._was_open(stream_id):
-                raise StreamStateError(f"stream {stream_id} is closed")
-            raise UnknownStream(f"stream {stream_id} was never opened")
-        return entry
-
-    def _was_open(self, stream_id: int) -> bool:
-        """A stream that existed and has been forgotten (both directions finished)."""
-        if not isinstance(stream_id, int) or stream_id < 0:
-            return False
-        if stream_id & 1:
-            return stream_id < self._next_peer_stream
-        return stream_id < self._next_local_stream
+        return self._streams.open(port)
 
     def send_stream(
         self, stream_id: int, data: bytes, now: float, end_stream: bool = False
@@ -429,49 +331,21 @@ class Connection:
         """Queue data (at most `stream_send_capacity`, else StreamBufferFull) and
         optionally end our direction of the stream (half-close)."""
         self._check_open()
-        entry = self._entry(stream_id)
-        entry.send.write(data if type(data) is bytes else bytes(data), end_stream)
-        self._schedule(entry.send)
+        self._streams.write(stream_id, data, end_stream)
 
     def stream_send_capacity(self, stream_id: int) -> int:
         """Bytes `send_stream` accepts now; 0 after end_stream, a reset or the close."""
-        entry = self._streams.get(stream_id)
-        if entry is None and self._was_open(stream_id):
-            return 0
-        return self._entry(stream_id).send.capacity
+        return self._streams.capacity(stream_id)
 
     def read_stream(self, stream_id: int, max_bytes: int = -1) -> bytes:
         """Up to `max_bytes` (all if negative) in-order bytes; b"" if none are waiting.
         Reading returns credit to the peer. A stream that finished reads as b"" too."""
-        entry = self._streams.get(stream_id)
-        if entry is None and self._was_open(stream_id):
-            return b""
-        entry = self._entry(stream_id)
-        receive = entry.receive
-        data = receive.read(max_bytes)
-        if data:
-            self._receive_window.consumed += len(data)
-            if receive.window.update_due():
-                self._max_stream_data_due.add(stream_id)
-            if self._receive_window.update_due():
-                self._max_data_due = True
-        if not receive.readable_bytes:
-            receive.readable_signalled = False
-        if receive.finish_if_read():
-            self._events.append(StreamEnded(self.address, stream_id))
-            self._maybe_forget(entry)
-        return data
+        return self._streams.read(stream_id, max_bytes)
 
     def reset_stream(self, stream_id: int, now: float, reason: str = "") -> None:
         """Abort the stream in both directions; the peer gets StreamReset(reason).
         Resetting a stream that already finished or was reset does nothing."""
-        entry = self._streams.get(stream_id)
-        if entry is None and self._was_open(stream_id):
-            return
-        entry = self._entry(stream_id)
-        if entry.reset:
-            return
-        self._reset(entry, ResetCode.APPLICATION, reason)
+        self._streams.reset_by_application(stream_id, reason)
 
     def send_datagram(self, data: bytes, now: float) -> bool:
         """Queue an unreliable datagram. False (and counted) if it cannot fit a packet."""
@@ -479,30 +353,22 @@ class Connection:
         if len(data) > self.max_datagram_payload:
             self._stats["datagram_too_large"] += 1
             return False
-        datagrams = self._datagrams
-        if len(datagrams) >= self.config.datagram_queue_limit:
-            datagrams.popleft()
-            self._stats["datagram_queue_overflow"] += 1
-        datagrams.append(bytes(data))
+        self._control.datagram(bytes(data))
         return True
 
     def ping(self, now: float) -> bytes:
         """Send a PING; the matching PongReceived carries the returned challenge."""
         self._check_open()
-        challenge = _PROBE_CHALLENGE
+        challenge = PROBE_CHALLENGE
         for _ in range(4):  # the all-zero challenge means "do not answer"
             challenge = bytes(self._rng(CHALLENGE_SIZE))
             if len(challenge) != CHALLENGE_SIZE:
                 raise LocalProtocolError("rng returned the wrong number of bytes")
-            if challenge != _PROBE_CHALLENGE:
+            if challenge != PROBE_CHALLENGE:
                 break
         else:
             raise LocalProtocolError("rng keeps returning zero bytes")
-        pings = self._pings
-        if len(pings) >= _MAX_OUTSTANDING_PINGS:
-            del pings[next(iter(pings))]
-        pings[challenge] = now
-        self._pings_to_send.append(challenge)
+        self._control.ping(challenge, now)
         return challenge
 
     def close(self, now: float, reason: str = "") -> None:
@@ -524,9 +390,8 @@ class Connection:
         fresh.packet_overhead = self.packet_overhead
         fresh._events.extend(self._events)
         self._events.clear()
-        for entry in self._streams.values():
-            if entry.announced and not entry.reset:
-                fresh._events.append(StreamReset(self.address, entry.stream_id, "peer restarted"))
+        for stream_id in self._streams.announced_open_streams():
+            fresh._events.append(StreamReset(self.address, stream_id, "peer restarted"))
         for old in self._outgoing.unreceipted.values():
             fresh._outgoing.add(
                 OutgoingMessage(old.message_id, old.type_code, old.data, old.reply_to)
@@ -535,7 +400,7 @@ class Connection:
         fresh._unconfirmed = set(self._unconfirmed)
         if self._state is not ConnectionState.CLOSED:
             self._transition(ConnectionEvent.REPLACED)
-        self._streams.clear()
+        self._streams.entries.clear()
         self._ready.clear()
         return fresh
 
@@ -553,11 +418,6 @@ class Connection:
         self._unresponsive = False
 
     # ================================================================== scheduling
-
-    def _schedule(self, send: SendStream) -> None:
-        if not send.in_ready and send.has_work(self._send_credit.available):
-            send.in_ready = True
-            self._ready.append(send)
 
     def _schedule_messages(self) -> None:
         outgoing = self._outgoing
@@ -594,11 +454,12 @@ class Connection:
         size = len(payload)
         ack_eliciting = False
         immediate = False
+        streams = self._streams
         for frame in frames:
             kind = type(frame)
             if kind is Stream:
                 ack_eliciting = True
-                self._on_stream(frame, size)  # type: ignore[arg-type]
+                streams.on_stream_frame(frame, size)  # type: ignore[arg-type]
             elif kind is Ack:
                 self._on_ack(frame, now)  # type: ignore[arg-type]
             elif kind is Message:
@@ -614,109 +475,6 @@ class Connection:
                 if self._state is not ConnectionState.OPEN:
                     break  # CLOSE: nothing after it matters
         acks.on_packet(packet_number, ack_eliciting, now, immediate)
-
-    def _on_stream(self, frame: Stream, payload_size: int) -> None:
-        stream_id = frame.stream_id ^ 1
-        entry = self._streams.get(stream_id)
-        if entry is None:
-            entry = self._incoming_stream(stream_id)
-            if entry is None:
-                return
-        data = frame.data
-        # Keep a view into the payload only if the frame is most of it: a small chunk must
-        # not pin a large packet in memory (credit counts the chunk, not the packet).
-        if 2 * len(data) < payload_size:
-            data = bytes(data)
-        receive = entry.receive
-        try:
-            grow = receive.check(frame.offset, len(data), frame.fin)
-        except StreamViolation as violation:
-            self._stats[violation.reason] += 1
-            return
-        window = self._receive_window
-        if grow:
-            if window.highest + grow > window.advertised:
-                self._stats["connection_credit_exceeded"] += 1
-                return
-            window.highest += grow
-        if receive.state is ReceiveState.RESET:
-            # We reset it: count the bytes for flow control and drop them.
-            receive.highest += grow
-            receive.read_offset = receive.highest
-            window.consumed += grow
-            if frame.fin:
-                receive.final_size = frame.offset + len(data)
-                entry.awaiting_final_size = False
-                self._maybe_forget(entry)
-            if self._receive_window.update_due():
-                self._max_data_due = True
-            return
-        receive.on_data(frame.offset, data, frame.fin)
-        if frame.port is not None and entry.port is None:
-            self._on_port(entry, frame.port)
-        if entry.announced:
-            if receive.readable_bytes and not receive.readable_signalled:
-                receive.readable_signalled = True
-                self._events.append(StreamReadable(self.address, stream_id))
-            elif receive.finish_if_read():
-                self._events.append(StreamEnded(self.address, stream_id))
-                self._maybe_forget(entry)
-
-    def _incoming_stream(self, stream_id: int) -> _StreamEntry | None:
-        """The entry for a peer stream seen for the first time, opening every lower id
-        implicitly (RFC 9000 section 3.2); None if the frame must be dropped."""
-        stats = self._stats
-        if not stream_id & 1:
-            stats[
-                "frame_for_unknown_local_stream"
-                if stream_id >= self._next_local_stream
-                else "frame_for_closed_stream"
-            ] += 1
-            return None
-        if stream_id < self._next_peer_stream:
-            stats["frame_for_closed_stream"] += 1
-            return None
-        limit = self.config.max_incoming_streams
-        if (stream_id - self._next_peer_stream) // 2 >= 2 * limit + 1 or len(
-            self._streams
-        ) >= 4 * limit + 64:
-            stats["stream_limit_violation"] += 1
-            return None
-        config = self.config
-        entry: _StreamEntry | None = None
-        while self._next_peer_stream <= stream_id:
-            new_id = self._next_peer_stream
-            self._next_peer_stream += 2
-            entry = _StreamEntry(
-                new_id,
-                SendStream(new_id, None, INITIAL_STREAM_CREDIT, config.stream_send_buffer),
-                ReceiveStream(INITIAL_STREAM_CREDIT, config.stream_receive_window),
-                None,
-                announced=False,
-            )
-            self._streams[new_id] = entry
-            self._peer_stream_count += 1
-            if self._peer_stream_count > limit:
-                self._reset(entry, ResetCode.TOO_MANY_STREAMS, "too many streams")
-        return entry
-
-    def _port_listening(self, port: int) -> bool:
-        listening = self._listening
-        if callable(listening):
-            return bool(listening(port))
-        return port in listening
-
-    def _on_port(self, entry: _StreamEntry, port: int) -> None:
-        entry.port = port
-        if entry.reset:
-            return
-        if not self._port_listening(port):
-            self._stats["stream_refused"] += 1
-            self._reset(entry, ResetCode.PORT_NOT_LISTENING, f"port {port} is not listening")
-            return
-        entry.announced = True
-        self._events.append(StreamOpened(self.address, entry.stream_id, port))
-        self._max_stream_data_due.add(entry.stream_id)
 
     def _on_message(self, frame: Message, payload_size: int) -> None:
         data = frame.data
@@ -741,7 +499,7 @@ class Connection:
     ) -> None:
         self._events.append(MessageReceived(self.address, message_id, content_type, data, reply_to))
         if self.config.auto_confirm:
-            self._control.append(b"\x04" + message_id)
+            self._control.reliable.append(b"\x04" + message_id)
         else:
             self._unconfirmed.add(message_id)
 
@@ -749,13 +507,9 @@ class Connection:
         kind = type(frame)
         stats = self._stats
         if kind is MaxData:
-            if self._send_credit.raise_limit(frame.maximum):
-                for entry in self._streams.values():
-                    self._schedule(entry.send)
+            self._streams.on_max_data(frame.maximum)
         elif kind is MaxStreamData:
-            target = self._streams.get(frame.stream_id ^ 1)
-            if target is not None and target.send.credit.raise_limit(frame.maximum):
-                self._schedule(target.send)
+            self._streams.on_max_stream_data(frame.stream_id, frame.maximum)
         elif kind is MaxMessageData:
             if self._outgoing.credit.raise_limit(frame.maximum):
                 self._schedule_messages()
@@ -766,20 +520,13 @@ class Connection:
             else:
                 self._events.append(MessageDelivered(self.address, frame.message_id))
         elif kind is StreamResetFrame:
-            self._on_stream_reset(frame)
+            self._streams.on_reset_frame(frame)
         elif kind is Ping:
-            if frame.challenge == _PROBE_CHALLENGE:
-                pass  # a probe or keep-alive: ack-eliciting, never answered
-            elif len(self._pongs) < _MAX_PENDING_PONGS:
-                self._pongs.append(frame.challenge)
-            else:
-                stats["pong_queue_full"] += 1
+            self._control.on_ping(frame.challenge)
         elif kind is Pong:
-            sent = self._pings.pop(frame.challenge, None)
-            if sent is not None:
-                self._events.append(PongReceived(self.address, now - sent, frame.challenge))
-            else:
-                stats["unsolicited_pong"] += 1
+            rtt = self._control.on_pong(frame.challenge, now)
+            if rtt is not None:
+                self._events.append(PongReceived(self.address, rtt, frame.challenge))
         elif kind is Datagram:
             self._events.append(DatagramReceived(self.address, bytes(frame.data)))
         elif kind is Close:
@@ -787,62 +534,6 @@ class Connection:
             self._close_deadline = now + self.config.closing_ptos * self._recovery.pto_duration()
             self._close_pending = False
             self._events.append(ConnectionClosed(self.address, frame.reason, True))
-
-    def _on_stream_reset(self, frame: StreamResetFrame) -> None:
-        stream_id = frame.stream_id ^ 1
-        entry = self._streams.get(stream_id) or self._incoming_stream(stream_id)
-        if entry is None:
-            return
-        receive = entry.receive
-        final = frame.final_size
-        known = receive.final_size
-        if final < receive.highest or (known is not None and known != final):
-            self._stats["stream_reset_bad_final_size"] += 1
-            return
-        window = self._receive_window
-        grow = final - receive.highest
-        if window.highest + grow > window.advertised:
-            self._stats["connection_credit_exceeded"] += 1
-            return
-        window.highest += grow
-        receive.highest = final
-        window.consumed += receive.discard()
-        receive.final_size = final
-        entry.awaiting_final_size = False
-        if window.update_due():
-            self._max_data_due = True
-        if not entry.reset:
-            entry.reset = True
-            self._queue_reset_frame(entry, frame.code, frame.reason)
-            if entry.announced:
-                self._events.append(StreamReset(self.address, stream_id, frame.reason))
-        self._maybe_forget(entry)
-
-    def _reset(self, entry: _StreamEntry, code: int, reason: str) -> None:
-        """Abort a stream from our side: tell the peer, drop what we hold."""
-        entry.reset = True
-        self._queue_reset_frame(entry, code, reason)
-        receive = entry.receive
-        self._receive_window.consumed += receive.discard()
-        if self._receive_window.update_due():
-            self._max_data_due = True
-        entry.awaiting_final_size = receive.final_size is None
-        self._maybe_forget(entry)
-
-    def _queue_reset_frame(self, entry: _StreamEntry, code: int, reason: str) -> None:
-        send = entry.send
-        final = send.next_offset if send.state is SendState.RESET else send.reset()
-        self._control.append(encode_frame(StreamResetFrame(entry.stream_id, final, code, reason)))
-
-    def _maybe_forget(self, entry: _StreamEntry) -> None:
-        if entry.awaiting_final_size:
-            return
-        if entry.send.state not in (SendState.DONE, SendState.RESET):
-            return
-        if entry.receive.state not in (ReceiveState.DATA_READ, ReceiveState.RESET):
-            return
-        if self._streams.pop(entry.stream_id, None) is not None and entry.stream_id & 1:
-            self._peer_stream_count -= 1
 
     # ================================================================== ACKs and loss
 
@@ -872,20 +563,9 @@ class Connection:
                         streams_touched.add(send)
         if streams_touched:
             for send in streams_touched:
-                self._after_send_acked(send)
+                self._streams.after_acked(send)
         if result.lost:
             self._on_lost(result.lost, now)
-
-    def _after_send_acked(self, send: SendStream) -> None:
-        if send.want_writable and send.capacity >= send.buffer_limit >> 1:
-            send.want_writable = False
-            entry = self._streams.get(send.stream_id)
-            if entry is not None and entry.announced and not entry.reset:
-                self._events.append(StreamWritable(self.address, send.stream_id))
-        if send.state is SendState.DONE:
-            entry = self._streams.get(send.stream_id)
-            if entry is not None:
-                self._maybe_forget(entry)
 
     def _on_lost(self, lost: list[SentPacket], now: float) -> None:
         stats = self._stats
@@ -906,19 +586,16 @@ class Connection:
                 send = record[1]
                 if send.on_lost(record[2], record[3], record[4]):
                     resent += 1
-                    self._schedule(send)
+                    self._streams.schedule(send)
             elif kind == KIND_MESSAGE:
                 if self._outgoing.on_lost(record[1], record[2], record[3]):
                     resent += 1
                     self._schedule_messages()
             elif kind == KIND_CONTROL:
                 resent += 1
-                self._control.append(record[1])
-            elif kind == KIND_MAX_DATA:
-                self._max_data_due = True
-            elif kind == KIND_MAX_STREAM_DATA:
-                if record[1] in self._streams:
-                    self._max_stream_data_due.add(record[1])
+                self._control.reliable.append(record[1])
+            elif kind == KIND_MAX_DATA or kind == KIND_MAX_STREAM_DATA:
+                self._streams.requeue_flow_control(record)
             elif kind == KIND_MAX_MESSAGE_DATA:
                 self._max_message_data_due = True
         if resent:
@@ -1033,13 +710,7 @@ class Connection:
 
     def _has_control(self) -> bool:
         return bool(
-            self._control
-            or self._pongs
-            or self._pings_to_send
-            or self._datagrams
-            or self._max_data_due
-            or self._max_message_data_due
-            or self._max_stream_data_due
+            self._control or self._max_message_data_due or self._streams.has_flow_frames()
         )
 
     def _build(
@@ -1063,7 +734,7 @@ class Connection:
                 space = self._add_control(parts, records, space, max_payload)
             ready = self._ready
             stalls = 0
-            credit = self._send_credit
+            credit = self._streams.send_credit
             while ready and space > _ACK_FRAME_RESERVE:
                 item = ready[0]  # a stream, or the message queue: the same interface
                 before = space
@@ -1081,7 +752,7 @@ class Connection:
                 else:
                     stalls = 0
             if force_ping and len(parts) == ack_only_length:
-                parts.append(b"\x01" + _PROBE_CHALLENGE)
+                parts.append(b"\x01" + PROBE_CHALLENGE)
             if len(parts) > ack_only_length:
                 cc = self._recovery.cc
                 if (
@@ -1118,72 +789,21 @@ class Connection:
         space: int,
         max_payload: int,
     ) -> int:
-        if self._max_data_due:
-            self._max_data_due = False
-            frame = b"\x05" + encode_varint(self._receive_window.next_limit())
-            parts.append(frame)
-            records.append((KIND_MAX_DATA,))
-            space -= len(frame)
+        space = self._streams.add_flow_frames(parts, records, space)
         if self._max_message_data_due:
             self._max_message_data_due = False
             frame = b"\x07" + encode_varint(self._incoming.window.next_limit())
             parts.append(frame)
             records.append((KIND_MAX_MESSAGE_DATA,))
             space -= len(frame)
-        due = self._max_stream_data_due
-        while due and space > _ACK_FRAME_RESERVE:
-            stream_id = due.pop()
-            entry = self._streams.get(stream_id)
-            if entry is None or entry.reset:
-                continue
-            frame = (
-                b"\x06"
-                + encode_varint(stream_id)
-                + encode_varint(entry.receive.window.next_limit())
-            )
-            parts.append(frame)
-            records.append((KIND_MAX_STREAM_DATA, stream_id))
-            space -= len(frame)
-        for challenge in self._pongs:
-            parts.append(b"\x02" + challenge)
-            space -= 1 + CHALLENGE_SIZE
-        self._pongs.clear()
-        for challenge in self._pings_to_send:
-            parts.append(b"\x01" + challenge)
-            space -= 1 + CHALLENGE_SIZE
-        self._pings_to_send.clear()
-        control = self._control
-        taken = 0
-        while taken < len(control) and len(control[taken]) <= space:
-            frame = control[taken]
-            parts.append(frame)
-            records.append((KIND_CONTROL, frame))
-            space -= len(frame)
-            taken += 1
-        if taken:
-            del control[:taken]
-        datagrams = self._datagrams
-        while datagrams:
-            data = datagrams[0]
-            needed = 1 + varint_size(len(data)) + len(data)
-            if needed > space:
-                if needed > max_payload - 8:
-                    datagrams.popleft()  # the path MTU shrank below it
-                    self._stats["datagram_too_large"] += 1
-                    continue
-                break
-            datagrams.popleft()
-            parts.append(b"\x09" + encode_varint(len(data)))
-            parts.append(data)
-            space -= needed
-        return space
+        return self._control.add_frames(parts, records, space, max_payload)
 
     def _build_pmtu_probe(self, now: float, size: int) -> bytes:
         """PING + IMMEDIATE_ACK + PADDING filling a datagram of exactly `size` bytes
         (RFC 8899 section 4.1)."""
         packet_number = self._next_packet_number
         self._next_packet_number = packet_number + 1
-        head = encode_varint(packet_number) + b"\x01" + _PROBE_CHALLENGE + b"\x0c"
+        head = encode_varint(packet_number) + b"\x01" + PROBE_CHALLENGE + b"\x0c"
         payload = head + bytes(size - self.packet_overhead - len(head))
         recovery = self._recovery
         recovery.on_packet_sent(SentPacket(packet_number, now, size, True, False, True, []))
