@@ -32,15 +32,19 @@ from .workers.parent import Worker, WorkerError, free_tcp_port
 __all__ = [
     "ECHO_SIZE",
     "LOOPBACK_MAX_DATAGRAM",
+    "MIB",
+    "MU",
     "ONEWAY_SIZES",
     "QUIC_SIZES",
     "STYLES",
+    "WORKER_SLACK",
     "Plan",
     "plan",
     "quic_echo_baseline",
     "quic_size_for",
     "quic_throughput_baseline",
     "redis_baseline",
+    "result_number",
     "run",
     "udp_echo_baseline",
     "udp_oneway_baseline",
@@ -58,7 +62,7 @@ ONEWAY_SIZES = (1200, LOOPBACK_MAX_DATAGRAM)
 #: so its large-datagram figure uses 9000-byte jumbo frames (8972 bytes of UDP payload).
 QUIC_SIZES = (1200, 8972)
 MU = "us"  # microseconds, ASCII so every terminal prints it
-_SLACK = 30.0  # seconds a worker may take beyond its measuring time (start-up, handshake)
+WORKER_SLACK = 30.0  # seconds a worker may take beyond its measuring time (start-up, handshake)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +77,7 @@ class Plan:
     @property
     def lifetime(self) -> float:
         """No worker lives longer than this (each also exits when the run ends)."""
-        return max(self.seconds, self.bulk_seconds) + 2 * _SLACK
+        return max(self.seconds, self.bulk_seconds) + 2 * WORKER_SLACK
 
 
 def plan(ctx: BenchContext) -> Plan:
@@ -98,7 +102,7 @@ def _style_label(style: str) -> str:
     return style
 
 
-def _number(result: dict[str, object], key: str) -> float:
+def result_number(result: dict[str, object], key: str) -> float:
     value = result.get(key)
     if not isinstance(value, (int, float)):
         raise WorkerError(f"worker result has no number {key!r}: {result}")
@@ -123,7 +127,7 @@ def measure_udp_echo(ctx: BenchContext, style: str) -> float:
             "--size", str(ECHO_SIZE), "--seconds", str(p.seconds),
             "--max-count", str(p.max_round_trips), *life,
         ) as client:  # fmt: skip
-            return _number(client.result(p.seconds + _SLACK), "median_us")
+            return result_number(client.result(p.seconds + WORKER_SLACK), "median_us")
 
 
 def udp_echo_baseline(ctx: BenchContext, style: str) -> Baseline:
@@ -199,7 +203,7 @@ def measure_redis(ctx: BenchContext) -> float:
                 "redis_streams", "client", "--port", str(port), "--size", str(ECHO_SIZE),
                 "--seconds", str(p.seconds), "--max-count", str(p.max_round_trips), *life,
             ) as client:  # fmt: skip
-                return _number(client.result(p.seconds + _SLACK), "median_us")
+                return result_number(client.result(p.seconds + WORKER_SLACK), "median_us")
 
 
 def redis_baseline(ctx: BenchContext) -> Baseline:
@@ -242,7 +246,7 @@ def measure_quic_echo(ctx: BenchContext) -> float:
                 "quic", "echo", "--port", str(port), "--cafile", cert, "--size", str(ECHO_SIZE),
                 "--seconds", str(p.seconds), "--max-count", str(p.max_round_trips), *life,
             ) as client:  # fmt: skip
-                return _number(client.result(p.seconds + _SLACK), "median_us")
+                return result_number(client.result(p.seconds + WORKER_SLACK), "median_us")
 
 
 def quic_echo_baseline(ctx: BenchContext) -> Baseline:
@@ -265,8 +269,8 @@ def measure_quic_throughput(ctx: BenchContext, size: int) -> float:
                 "--bytes", str(p.bulk_bytes), "--seconds", str(p.bulk_seconds),
                 "--datagram-size", str(size), *life,
             ) as client:  # fmt: skip
-                result = client.result(p.bulk_seconds + _SLACK)
-                return _number(result, "bytes_per_second") / MIB
+                result = client.result(p.bulk_seconds + WORKER_SLACK)
+                return result_number(result, "bytes_per_second") / MIB
 
 
 def quic_throughput_baseline(ctx: BenchContext, size: int) -> Baseline:
@@ -293,9 +297,9 @@ def measure_udp_oneway(ctx: BenchContext, size: int) -> float:
             "udp_blast", "send", "--port", str(port), "--size", str(size),
             "--seconds", str(p.seconds), *life,
         ) as sender:  # fmt: skip
-            sender.result(p.seconds + _SLACK)
+            sender.result(p.seconds + WORKER_SLACK)
         receiver.send_line("STOP")
-        return _number(receiver.result(_SLACK), "bytes_per_second") / MIB
+        return result_number(receiver.result(WORKER_SLACK), "bytes_per_second") / MIB
 
 
 def udp_oneway_baseline(ctx: BenchContext, size: int) -> Baseline:
