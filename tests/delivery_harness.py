@@ -265,11 +265,17 @@ class Pair:
         self.listening_a = listening_a if listening_a is not None else {80}
         self.listening_b = listening_b if listening_b is not None else {80}
         a = Connection(
-            ADDRESS_B, config_a or DeliveryConfig(), rng=rng_a.randbytes, now=0.0,
+            ADDRESS_B,
+            config_a or DeliveryConfig(),
+            rng=rng_a.randbytes,
+            now=0.0,
             listening_ports=self.listening_a,
         )
         b = Connection(
-            ADDRESS_A, config_b or DeliveryConfig(), rng=rng_b.randbytes, now=0.0,
+            ADDRESS_A,
+            config_b or DeliveryConfig(),
+            rng=rng_b.randbytes,
+            now=0.0,
             listening_ports=self.listening_b,
         )
         a.packet_overhead = overhead
@@ -397,7 +403,12 @@ def message_frames(draw: st.DrawFn) -> Message:
     offset = draw(st.integers(min_value=0, max_value=1000))
     total = offset + len(data) + draw(st.integers(min_value=0, max_value=1000))
     return Message(
-        draw(small), draw(ids), draw(st.sampled_from(MESSAGE_TYPES)), total, offset, data,
+        draw(small),
+        draw(ids),
+        draw(st.sampled_from(MESSAGE_TYPES)),
+        total,
+        offset,
+        data,
         draw(st.none() | ids),
     )
 
@@ -415,7 +426,11 @@ frames_strategy: st.SearchStrategy[Frame] = st.one_of(
     message_frames(),
     st.builds(Close, varints, reasons),
     st.builds(
-        Stream, small, small, st.binary(max_size=300), st.booleans(),
+        Stream,
+        small,
+        small,
+        st.binary(max_size=300),
+        st.booleans(),
         st.none() | st.integers(min_value=0, max_value=65535),
     ),
 )

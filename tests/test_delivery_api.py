@@ -134,10 +134,20 @@ def test_stream_to_a_port_nobody_listens_on_is_refused() -> None:
 
 
 def test_listening_ports_may_be_a_callable() -> None:
-    a = Connection(ADDRESS_B, DeliveryConfig(), rng=random.Random(1).randbytes, now=0.0,
-                   listening_ports=lambda port: False)
-    b = Connection(ADDRESS_A, DeliveryConfig(), rng=random.Random(2).randbytes, now=0.0,
-                   listening_ports=lambda port: port % 2 == 0)
+    a = Connection(
+        ADDRESS_B,
+        DeliveryConfig(),
+        rng=random.Random(1).randbytes,
+        now=0.0,
+        listening_ports=lambda port: False,
+    )
+    b = Connection(
+        ADDRESS_A,
+        DeliveryConfig(),
+        rng=random.Random(2).randbytes,
+        now=0.0,
+        listening_ports=lambda port: port % 2 == 0,
+    )
     pair = Pair(seed=6)
     pair.a, pair.b = Side(a, App()), Side(b, App())
     odd = a.open_stream(7, pair.now)
@@ -292,8 +302,13 @@ def test_successor_resends_unreceipted_messages_and_resets_streams() -> None:
     pair.link_ab.blackout = False
     pair.link_ab.in_flight.clear()
     pair.link_ba.in_flight.clear()
-    fresh_b = Connection(ADDRESS_A, DeliveryConfig(), rng=random.Random(99).randbytes,
-                         now=pair.now, listening_ports={80})
+    fresh_b = Connection(
+        ADDRESS_A,
+        DeliveryConfig(),
+        rng=random.Random(99).randbytes,
+        now=pair.now,
+        listening_ports={80},
+    )
     pair.b = Side(fresh_b, App())
     successor = a.successor(pair.now)
     assert a.state is ConnectionState.CLOSED
@@ -335,8 +350,9 @@ def test_connection_and_pmtu_tables_reach_every_state() -> None:
     )
     assert {event for _, event in CONNECTION_TRANSITIONS} == set(ConnectionEvent)
     assert {event for _, event in PMTU_TRANSITIONS} == set(PmtuEvent)
-    mtu = PathMtu(base=1200, maximum=1300, forced=None, max_probes=1, granularity=32,
-                  raise_interval=10.0)
+    mtu = PathMtu(
+        base=1200, maximum=1300, forced=None, max_probes=1, granularity=32, raise_interval=10.0
+    )
     assert mtu.state is PmtuState.SEARCHING and mtu.probe_size(0.0) == 1300
     mtu.on_probe_sent(5, 1300, 1.0)
     assert mtu.on_probe_lost(5, 0.5)
@@ -349,8 +365,9 @@ def test_connection_and_pmtu_tables_reach_every_state() -> None:
     assert mtu.probe_size(11.0) is None
     assert mtu.probe_size(11.6) == 1300  # PMTU_RAISE_TIMER: search again
     assert mtu.on_black_hole(11.0) and mtu.current == 1200
-    forced = PathMtu(base=1200, maximum=65507, forced=1200, max_probes=3, granularity=32,
-                     raise_interval=10.0)
+    forced = PathMtu(
+        base=1200, maximum=65507, forced=1200, max_probes=3, granularity=32, raise_interval=10.0
+    )
     assert forced.state is PmtuState.DISABLED and forced.probe_size(0.0) is None
 
 

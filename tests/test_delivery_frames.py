@@ -35,7 +35,9 @@ from pilot_proto.delivery.varint import (
 )
 
 SETTINGS = settings(
-    max_examples=200, deadline=None, derandomize=True,
+    max_examples=200,
+    deadline=None,
+    derandomize=True,
     suppress_health_check=[HealthCheck.too_slow],
 )
 
@@ -82,9 +84,12 @@ def test_varint_round_trip(value: int) -> None:
 
 # ----------------------------------------------------------------------------- frames
 
+
 @SETTINGS
-@given(st.integers(min_value=0, max_value=MAX_VARINT), st.lists(frames_strategy, min_size=1,
-                                                                 max_size=8))
+@given(
+    st.integers(min_value=0, max_value=MAX_VARINT),
+    st.lists(frames_strategy, min_size=1, max_size=8),
+)
 def test_payload_round_trip(packet_number: int, frames: list[Frame]) -> None:
     payload = encode_payload(packet_number, frames)
     decoded_number, decoded = decode_payload(payload)

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import random
 
+from delivery_harness import ADDRESS_A, Pair, frames_strategy
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from delivery_harness import ADDRESS_A, Pair, frames_strategy
 from pilot_proto.delivery import Connection, DeliveryConfig, StreamOpened
 from pilot_proto.delivery.config import MESSAGE_ACCOUNTING_OVERHEAD
 from pilot_proto.delivery.frames import (
@@ -23,7 +23,9 @@ from pilot_proto.delivery.frames import (
 )
 
 SETTINGS = settings(
-    max_examples=150, deadline=None, derandomize=True,
+    max_examples=150,
+    deadline=None,
+    derandomize=True,
     suppress_health_check=[HealthCheck.too_slow],
 )
 
@@ -55,8 +57,12 @@ def test_any_bytes_never_raise(payloads: list[bytes]) -> None:
 
 
 @SETTINGS
-@given(st.lists(st.tuples(st.integers(0, 1 << 20), st.lists(frames_strategy, min_size=1,
-                                                             max_size=5)), max_size=8))
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 1 << 20), st.lists(frames_strategy, min_size=1, max_size=5)),
+        max_size=8,
+    )
+)
 def test_well_formed_frames_with_wild_values_never_raise(
     packets: list[tuple[int, list[Frame]]],
 ) -> None:
@@ -70,8 +76,9 @@ def test_well_formed_frames_with_wild_values_never_raise(
 
 
 def fresh() -> Connection:
-    return Connection(ADDRESS_A, DeliveryConfig(), rng=random.Random(1).randbytes, now=0.0,
-                      listening_ports={80})
+    return Connection(
+        ADDRESS_A, DeliveryConfig(), rng=random.Random(1).randbytes, now=0.0, listening_ports={80}
+    )
 
 
 def test_garbage_and_duplicates_are_counted() -> None:
@@ -136,8 +143,7 @@ def test_acks_for_packets_never_sent_and_unknown_receipts_are_ignored() -> None:
 
 def test_stream_flood_is_bounded_by_the_incoming_stream_limit() -> None:
     config = DeliveryConfig(max_incoming_streams=4)
-    b = Connection(ADDRESS_A, config, rng=random.Random(1).randbytes, now=0.0,
-                   listening_ports={80})
+    b = Connection(ADDRESS_A, config, rng=random.Random(1).randbytes, now=0.0, listening_ports={80})
     for number in range(10):
         b.receive_payload(encode_payload(number, [Stream(2 * number, 0, b"x", False, 80)]), 0.0)
     opened = []
@@ -159,3 +165,15 @@ def test_stream_flood_is_bounded_by_the_incoming_stream_limit() -> None:
     # A stream id far beyond anything opened so far is refused outright.
     b.receive_payload(encode_payload(20, [Stream(1 << 40, 0, b"x", False, 80)]), 0.0)
     assert b.stats["stream_limit_violation"] == 1
+
+
+def test_empty_chunks_at_many_bases_cannot_grow_reassembly_state() -> None:
+    config = DeliveryConfig(max_message_size=1000, message_receive_window=1 << 20)
+    b = Connection(ADDRESS_A, config, rng=random.Random(1).randbytes, now=0.0, listening_ports={80})
+    b.payloads_to_send(0.0)  # grants the message window
+    for number in range(1, 4000):
+        chunk = Message(number * 200, bytes(16), "text", 100, 0, b"", None)
+        b.receive_payload(encode_payload(number, [chunk]), 0.0)
+    # The window (1 MiB) holds at most 2048 entries at 512 bytes each; the rest are refused.
+    assert b.stats["message_memory_exceeded"] == 3999 - (1 << 20) // 512
+    assert b.next_event() is None

@@ -12,6 +12,8 @@ from __future__ import annotations
 import random
 
 import pytest
+from delivery_harness import LinkConfig as Link
+from delivery_harness import Pair, Side
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -22,8 +24,6 @@ from hypothesis.stateful import (
     rule,
 )
 
-from delivery_harness import Pair, Side
-from delivery_harness import LinkConfig as Link
 from pilot_proto.delivery import DeliveryConfig
 from pilot_proto.errors import ConnectionClosedError, StreamStateError
 
@@ -83,8 +83,11 @@ class DeliveryMachine(RuleBasedStateMachine):
         connection = self.side(name).connection
         side = self.side(name)
         open_streams = [
-            sid for sid in self._writable(name) if sid not in self.ended[name]
-            and (name, sid) not in self.reset and sid not in side.app.resets
+            sid
+            for sid in self._writable(name)
+            if sid not in self.ended[name]
+            and (name, sid) not in self.reset
+            and sid not in side.app.resets
         ]
         if not open_streams:
             return
@@ -141,9 +144,13 @@ class DeliveryMachine(RuleBasedStateMachine):
         assert len(data) <= amount
         side.app.take(stream_id, data)
 
-    @rule(direction=st.sampled_from(["ab", "ba"]), loss=st.sampled_from([0.0, 0.1, 0.5]),
-          blackout=st.booleans(), jitter=st.sampled_from([0.0, 0.02]),
-          duplicate=st.sampled_from([0.0, 0.2]))
+    @rule(
+        direction=st.sampled_from(["ab", "ba"]),
+        loss=st.sampled_from([0.0, 0.1, 0.5]),
+        blackout=st.booleans(),
+        jitter=st.sampled_from([0.0, 0.02]),
+        duplicate=st.sampled_from([0.0, 0.2]),
+    )
     def impair(
         self, direction: str, loss: float, blackout: bool, jitter: float, duplicate: float
     ) -> None:
@@ -213,7 +220,9 @@ class DeliveryMachine(RuleBasedStateMachine):
                     return False
                 for stream_id, data in self.written[writer].items():
                     if (writer, stream_id) in self.reset or (
-                        self.other(writer), stream_id ^ 1) in self.reset:
+                        self.other(writer),
+                        stream_id ^ 1,
+                    ) in self.reset:
                         continue
                     if stream_id in reader.app.resets or (stream_id ^ 1) in reader.app.resets:
                         continue

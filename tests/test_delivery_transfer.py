@@ -24,9 +24,9 @@ def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def start_transfer(pair: Pair, size: int, messages: int = 0, seed: int = 0) -> tuple[
-    int, bytes, list[bytes], list[bytes]
-]:
+def start_transfer(
+    pair: Pair, size: int, messages: int = 0, seed: int = 0
+) -> tuple[int, bytes, list[bytes], list[bytes]]:
     """A opens a stream to port 80, writes `size` bytes and ends it; and sends messages."""
     a = pair.a.connection
     stream_id = a.open_stream(80, pair.now)
@@ -37,8 +37,9 @@ def start_transfer(pair: Pair, size: int, messages: int = 0, seed: int = 0) -> t
     return stream_id, data, bodies, ids
 
 
-def check_transfer(pair: Pair, stream_id: int, data: bytes, bodies: list[bytes],
-                   ids: list[bytes]) -> None:
+def check_transfer(
+    pair: Pair, stream_id: int, data: bytes, bodies: list[bytes], ids: list[bytes]
+) -> None:
     receiver = pair.b.app
     peer_id = stream_id ^ 1
     assert receiver.opened == {peer_id: 80}
@@ -210,3 +211,16 @@ def test_forced_datagram_size_never_probes() -> None:
     assert 1199 <= pair.link_ab.largest_passed <= 1200  # one byte may stay unused
     assert pair.b.app.digest(stream_id ^ 1) == sha(data)
     assert pair.a.connection.stats["pmtu_probes_sent"] == 0
+
+
+def test_path_mtu_black_hole_falls_back_and_the_transfer_completes() -> None:
+    link = Link(delay=0.005)
+    pair = Pair(link_ab=link, link_ba=Link(delay=0.005), seed=15)
+    stream_id, data, _, _ = start_transfer(pair, 2_000_000, seed=15)
+    assert pair.run(lambda: pair.a.connection.datagram_size == 65507, timeout=5)
+    assert pair.run(lambda: pair.b.app.count(stream_id ^ 1) > 200_000, timeout=5)
+    link.mtu = 1500  # the route changed: big datagrams vanish from now on
+    assert pair.run(lambda: (stream_id ^ 1) in pair.b.app.ended, timeout=120)
+    assert pair.b.app.digest(stream_id ^ 1) == sha(data)
+    assert pair.a.connection.stats["pmtu_black_hole"] >= 1
+    assert pair.a.connection.datagram_size <= 1472

@@ -157,8 +157,13 @@ class Connection:
         self._ready: deque[SendStream | OutgoingMessages] = deque()
         self._control = ControlFrames(self._stats, config.datagram_queue_limit)
         self._streams = StreamTable(
-            address, config, listening_ports, events=self._events, stats=self._stats,
-            control=self._control.reliable, ready=self._ready,
+            address,
+            config,
+            listening_ports,
+            events=self._events,
+            stats=self._stats,
+            control=self._control.reliable,
+            ready=self._ready,
         )
 
         self._outgoing = OutgoingMessages(INITIAL_MESSAGE_CREDIT)
@@ -709,9 +714,7 @@ class Connection:
         return out
 
     def _has_control(self) -> bool:
-        return bool(
-            self._control or self._max_message_data_due or self._streams.has_flow_frames()
-        )
+        return bool(self._control or self._max_message_data_due or self._streams.has_flow_frames())
 
     def _build(
         self, now: float, max_payload: int, eliciting: bool, force_ping: bool

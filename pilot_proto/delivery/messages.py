@@ -30,6 +30,8 @@ __all__ = [
 KIND_MESSAGE = 1
 
 _OVERHEAD = MESSAGE_ACCOUNTING_OVERHEAD
+# What one partially received message costs us besides its data (its bookkeeping objects).
+_ENTRY_COST = 512
 # type + flags + id + content type + up to four 8-byte varints + reply_to
 _MAX_HEADER = 1 + 1 + 16 + 1 + 4 * 8 + 16
 
@@ -268,7 +270,13 @@ class IncomingMessages:
             return None
         entry = self._partial.get(base)
         if entry is None:
+            # Each entry costs memory of its own, data or not: charge it, so that empty
+            # chunks at many bases cannot grow the table past the window either.
+            if self._held + _ENTRY_COST > self.window.window:
+                return "message_memory_exceeded"
             entry = _Reassembly(message_id, content_type, total, reply_to, total > self._max_size)
+            entry.held = _ENTRY_COST
+            self._held += _ENTRY_COST
             self._partial[base] = entry
         elif (
             entry.message_id != message_id

@@ -88,9 +88,7 @@ class SendStream:
         self.in_ready = False
         # Frame header pieces that never change for this stream.
         self._id_bytes = encode_varint(stream_id)
-        self._header_base = 1 + len(self._id_bytes) + (
-            varint_size(port) if port is not None else 0
-        )
+        self._header_base = 1 + len(self._id_bytes) + (varint_size(port) if port is not None else 0)
 
     # ------------------------------------------------------------------ application side
 
@@ -182,8 +180,12 @@ class SendStream:
     ) -> int:
         if start or self.port is None:
             header = b"".join(
-                (_FIN_TYPE if fin else _DATA_TYPE, self._id_bytes, encode_varint(start),
-                 encode_varint(end - start))
+                (
+                    _FIN_TYPE if fin else _DATA_TYPE,
+                    self._id_bytes,
+                    encode_varint(start),
+                    encode_varint(end - start),
+                )
             )
         else:
             header = stream_frame_header(self.stream_id, start, end - start, fin, self.port)
