@@ -263,7 +263,7 @@ def test_close_is_seen_by_both_sides() -> None:
     with pytest.raises(ConnectionClosedError):
         b.open_stream(80, pair.now)
     pair.run(timeout=30)
-    assert a.state is ConnectionState.CLOSED and b.state is ConnectionState.CLOSED
+    assert (a.state, b.state) == (ConnectionState.CLOSED, ConnectionState.CLOSED)
     assert a.get_timer() is None and b.get_timer() is None
 
 
@@ -361,7 +361,7 @@ def test_connection_and_pmtu_tables_reach_every_state() -> None:
     assert mtu.on_probe_acked(6, 0.6) and mtu.current == 1250
     mtu.on_probe_sent(7, 1275, 1.5)
     assert mtu.handle_timer(1.5)  # the deadline counts as a loss
-    assert mtu.state is PmtuState.SEARCH_COMPLETE and mtu.timer() == 1.5 + 10.0
+    assert (mtu.state, mtu.timer()) == (PmtuState.SEARCH_COMPLETE, 1.5 + 10.0)
     assert mtu.probe_size(11.0) is None
     assert mtu.probe_size(11.6) == 1300  # PMTU_RAISE_TIMER: search again
     assert mtu.on_black_hole(11.0) and mtu.current == 1200
