@@ -191,6 +191,7 @@ class Node:
             raise
         finally:
             self._stopping = True
+            self._owner = -1  # a later thread may get this ident
             selector.close()
             if self._owns_socket:
                 udp.close()
@@ -238,6 +239,8 @@ class Node:
 
     def _wait(self, start: Callable[[float, Notify], Pending]) -> Any:
         """Start a driver operation on the I/O thread and block until it completes."""
+        if self._stopping or self._thread is None:
+            raise NodeClosed()
         if threading.get_ident() == self._owner:
             raise RuntimeError("blocking pilot calls cannot run on the node's own I/O thread")
         box = _Handoff()

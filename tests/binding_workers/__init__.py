@@ -1,0 +1,1 @@
+"""Worker processes that drive one binding each, for the binding conformance suite."""
