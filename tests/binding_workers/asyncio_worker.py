@@ -24,8 +24,8 @@ from common import (
     reply,
     started,
 )
-
 from pilot_asyncio import Node, Stream
+
 from pilot_proto.errors import NodeClosed, PilotError, StreamResetError
 
 

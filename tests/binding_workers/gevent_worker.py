@@ -12,7 +12,6 @@ from typing import Any  # noqa: E402
 import gevent  # noqa: E402
 from blocking_worker import BlockingWorker  # noqa: E402
 from gevent.fileobject import FileObjectPosix  # noqa: E402
-
 from pilot_gevent import Node  # noqa: E402
 
 

@@ -91,7 +91,8 @@ class Worker:
         try:
             return future.result(wait)
         except TimeoutError:
-            raise TimeoutError(f"{self.binding} {op} took over {wait} s:\n{self.stderr()}") from None
+            message = f"{self.binding} {op} took over {wait} s:\n{self.stderr()}"
+            raise TimeoutError(message) from None
 
     def node(self, seed: bytes, **args: Any) -> Worker:
         """Start the worker's node with the identity `seed`."""

@@ -6,9 +6,9 @@ import sys
 from typing import Any
 
 from blocking_worker import BlockingWorker
+from pilot_threads import Node
 
 from pilot_proto.errors import PilotTimeout
-from pilot_threads import Node
 
 
 def cancel_write(stream: Any, data: bytes) -> str:
