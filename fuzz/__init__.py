@@ -29,8 +29,11 @@ HARNESSES: tuple[str, ...] = (
     "stun",
     "noise_messages",
     "handshake_payloads",
+    "rendezvous_messages",
+    "mailbox",
     "connection",
     "node",
+    "rendezvous_server",
     "local_api",
 )
 

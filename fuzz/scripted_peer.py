@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from pilot_proto.cookie import CookieJar
+from pilot_proto.delivery import Connection, DeliveryConfig
+from pilot_proto.events import Event
 from pilot_proto.handshake import OutgoingHandshake
 from pilot_proto.identity import BindingCache, Identity
 from pilot_proto.keypair import Keypair
@@ -52,6 +54,8 @@ class ScriptedPeer:
         self._bindings = BindingCache()
         #: Everything the Node sent us that the handshake did not consume.
         self.inbox: list[bytes] = []
+        #: Our side of reliable delivery, once `attach_connection` made one.
+        self.connection: Connection | None = None
 
     @property
     def address(self) -> str:
@@ -142,3 +146,50 @@ class ScriptedPeer:
         if not self.keypair.replay.would_accept(counter):
             return None
         return self.keypair.open(packet, counter)
+
+    # ------------------------------------------------------------------ reliable delivery
+
+    def attach_connection(self, node: Node, now: float, config: DeliveryConfig | None = None
+                          ) -> Connection:
+        """Our own delivery state toward `node`, as a Node would keep it: then messages
+        and streams work both ways through `exchange`."""
+        self.connection = Connection(
+            node.address, config or DeliveryConfig(), rng=self._rng, now=now,
+            listening_ports=set(),
+        )
+        return self.connection
+
+    def exchange(
+        self,
+        node: Node,
+        now: float,
+        on_node_input: Callable[[float], None] | None = None,
+        rounds: int = 16,
+    ) -> list[Event]:
+        """Carry packets both ways between our Connection and `node` until both are quiet
+        (at most `rounds` round trips, all at `now`); returns our Connection's events.
+        `on_node_input(now)` runs after each datagram the node receives, for the
+        application on top of it (a rendezvous server, say) to take its events."""
+        connection = self.connection
+        if connection is None:
+            raise RuntimeError("no connection: call attach_connection() first")
+        events: list[Event] = []
+        for _ in range(rounds):
+            moved = False
+            for payload in connection.payloads_to_send(now):
+                node.receive_datagram(self.seal(payload), self.addr, now)
+                if on_node_input is not None:
+                    on_node_input(now)
+                moved = True
+            for transmit in node.datagrams_to_send(now):
+                if transmit.addr != self.addr:
+                    continue
+                plaintext = self.open(transmit.data)
+                if plaintext:
+                    connection.receive_payload(plaintext, now)
+                    moved = True
+            while (event := connection.next_event()) is not None:
+                events.append(event)
+            if not moved:
+                break
+        return events

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 from pilot_proto.config import NodeConfig, SessionConfig
 from pilot_proto.delivery import Connection, DeliveryConfig, MessageReceived, StreamReadable
+from pilot_proto.events import Event
 from pilot_proto.identity import Identity
 from pilot_proto.node import Node
 from pilot_proto.packets import (
@@ -32,10 +33,17 @@ from pilot_proto.packets import (
     XX_RESPONSE,
 )
 from pilot_proto.records import IdentityRecord, Locator
+from pilot_proto.rendezvous import (
+    InMemoryRegistryStore,
+    LookupResult,
+    RendezvousClient,
+    RendezvousServer,
+)
+from pilot_proto.rendezvous.messages import PostNote, PublishAllowList, decode_message
 from pilot_proto.simulator import Datagram, Network
 from pilot_proto.stun import ChangeRequest, build_binding_request
 from pilot_proto.stun_server import answer_binding
-from pilot_proto.transmit import Addr
+from pilot_proto.transmit import Addr, Transmit
 
 __all__ = ["Traffic", "connection_payloads", "record"]
 
@@ -63,6 +71,12 @@ class Traffic:
     #: Plaintext session payloads (packet number + frames) from a Connection pair.
     payloads: list[bytes] = field(default_factory=list)
     identity_records: list[bytes] = field(default_factory=list)
+    #: Rendezvous RPC: requests as the server received them, answers and pushes as the
+    #: clients received them, and the sealed notes and allow lists inside the requests.
+    rendezvous_requests: list[bytes] = field(default_factory=list)
+    rendezvous_replies: list[bytes] = field(default_factory=list)
+    sealed_notes: list[bytes] = field(default_factory=list)
+    allow_lists: list[bytes] = field(default_factory=list)
     locators: list[bytes] = field(default_factory=list)
     http_requests: list[bytes] = field(default_factory=list)
 
@@ -258,11 +272,121 @@ def _http(traffic: Traffic) -> None:
     ]
 
 
+class _RvHost:
+    """A Node with the rendezvous client or server on top, as the daemon runs them."""
+
+    def __init__(self, node: Node, traffic: Traffic) -> None:
+        self.node = node
+        self.traffic = traffic
+        self.client: RendezvousClient | None = None
+        self.server: RendezvousServer | None = None
+        self.client_events: list[object] = []
+
+    def receive_datagram(self, data: bytes, addr: Addr, now: float) -> None:
+        self.node.receive_datagram(data, addr, now)
+        self.pump(now)
+
+    def datagrams_to_send(self, now: float) -> list[Transmit]:
+        return self.node.datagrams_to_send(now)
+
+    def get_timer(self) -> float | None:
+        timers = [self.node.get_timer()]
+        timers.append(self.client.get_timer() if self.client else None)
+        timers.append(self.server.get_timer() if self.server else None)
+        due = [t for t in timers if t is not None]
+        return min(due) if due else None
+
+    def handle_timer(self, now: float) -> None:
+        self.node.handle_timer(now)
+        if self.client is not None:
+            self.client.handle_timer(now)
+        if self.server is not None:
+            self.server.handle_timer(now)
+        self.pump(now)
+
+    def pump(self, now: float) -> None:
+        while True:
+            event = self.node.next_event()
+            if event is not None:
+                self._route(event, now)
+                continue
+            if self.client is not None and (client_event := self.client.next_event()):
+                self.client_events.append(client_event)
+                continue
+            return
+
+    def _route(self, event: Event, now: float) -> None:
+        if isinstance(event, MessageReceived):
+            if self.server is not None:
+                self.traffic.rendezvous_requests.append(event.data)
+                self._unpack_request(event.data)
+            else:
+                self.traffic.rendezvous_replies.append(event.data)
+        if self.client is not None and self.client.handle_event(event, now):
+            return
+        if self.server is not None:
+            self.server.handle_event(event, now)
+
+    def _unpack_request(self, data: bytes) -> None:
+        message = decode_message(data)
+        if isinstance(message, PostNote):
+            self.traffic.sealed_notes.append(message.sealed)
+        elif isinstance(message, PublishAllowList):
+            self.traffic.allow_lists.append(message.allow_list.encode())
+
+
+def _rendezvous_traffic(traffic: Traffic, seed: int) -> None:
+    net = Network(seed, capture_limit=0)
+    server_addr = ("198.51.100.1", 7000)
+    server_identity = Identity.generate(net.rng_for("rv identity"))
+    server_node = Node(server_identity, NodeConfig(session=FAST, public=True),
+                       rng=net.rng_for("rv"), wall_clock=net.wall_clock,
+                       trust_policy=lambda address: True)
+    server = _RvHost(server_node, traffic)
+    server.server = RendezvousServer(server_node, InMemoryRegistryStore(),
+                                     wall_clock=net.wall_clock)
+    net.add_host(server, server_addr)
+    clients = []
+    for i, (name, pinned) in enumerate((("agent-a", False), ("agent-b", True)), start=1):
+        identity = Identity.generate(net.rng_for("identity " + name))
+        addr = (f"192.0.2.{10 + i}", 5000 + i)
+        node = Node(identity, NodeConfig(session=FAST), rng=net.rng_for(name),
+                    wall_clock=net.wall_clock)
+        host = _RvHost(node, traffic)
+        host.client = RendezvousClient(
+            node, identity, server_addr, server_identity.static_public if pinned else None,
+            hostname=name, public=False, candidates=[addr, ("2001:db8::1", 5000 + i)],
+            rng=net.rng_for(name + " client"), wall_clock=net.wall_clock,
+        )
+        net.add_host(host, addr)
+        host.client.start(net.now)
+        clients.append(host)
+    net.run_for(2.0)
+    a, b = clients
+    assert a.client is not None and b.client is not None
+    a.client.lookup("agent-b", net.now)
+    a.client.lookup(b.node.address, net.now)
+    a.client.lookup("nobody", net.now)
+    net.flush()
+    net.run_for(1.0)
+    record_b = next(e.record for e in a.client_events if isinstance(e, LookupResult))
+    a.client.post_note(record_b, "trust_request", bytes(range(16)), "task routing", net.now)
+    b.client.publish_allow_list([a.node.address], net.now)
+    net.flush()
+    net.run_for(1.0)
+    a.client.request_introduction(b.node.address, net.now)
+    b.client.request_introduction(a.node.address, net.now)  # refused: looks unknown
+    a.client.set_hostname("agent-a2", net.now)
+    net.flush()
+    net.run_for(30.0)  # heartbeats
+
+
 @functools.cache
 def record(seed: int = 7) -> Traffic:
     """Record the traffic described in the module docstring (cached per seed)."""
     traffic = Traffic()
     _node_traffic(traffic, seed)
+    _rendezvous_traffic(traffic, seed)
     traffic.payloads.extend(connection_payloads(seed))
     _stun(traffic)
     _records(traffic, seed)
