@@ -2,7 +2,7 @@
 
 RFC 9000 section 13.2: an ACK goes out after every `ack_eliciting_threshold` ack-eliciting
 packets, at once when a packet arrives out of order or carries IMMEDIATE_ACK, and
-otherwise within max_ack_delay. The threshold is larger than RFC 9000's 2 (default 10)
+otherwise within max_ack_delay. The threshold is larger than RFC 9000's 2 (default 20)
 because the sender asks for an immediate ACK whenever waiting would stall it (its window
 is full, it is probing, or it has nothing more to send), as in the QUIC ACK frequency
 draft: fewer ACKs is fewer packets for both ends to seal, open and process.

@@ -46,7 +46,7 @@ class DeliveryConfig:
 
     # Acknowledgements (RFC 9000 section 13.2; see acks.py for the threshold)
     max_ack_delay: float = 0.025
-    ack_eliciting_threshold: int = 10
+    ack_eliciting_threshold: int = 20
     max_ack_ranges: int = 32
 
     # Loss recovery (RFC 9002 section 6)
