@@ -272,9 +272,15 @@ class Pending:
         self._on_timeout: Callable[[], BaseException] | None = None
 
     def outcome(self) -> Any:
-        if self.error is not None:
-            raise self.error
-        return self.result
+        error = self.error
+        if error is None:
+            return self.result
+        # One error often fails many waiters (a closed session, a closed node): each
+        # caller gets its own copy, so no traceback mixes frames of several callers.
+        fresh = _copy_error(error)
+        if error.__traceback__ is not None:
+            raise fresh from error  # raised inside the core: show where
+        raise fresh
 
 
 class _Write:
@@ -959,6 +965,14 @@ class Driver:
 
 
 # ---------------------------------------------------------------------- helpers
+
+
+def _copy_error(error: BaseException) -> BaseException:
+    # Not copy.copy: it calls __init__ with `args`, which our exceptions' __init__ differ from.
+    fresh = type(error).__new__(type(error))
+    fresh.args = error.args
+    fresh.__dict__.update(error.__dict__)
+    return fresh
 
 
 def _timeout(what: str, timeout: float | None) -> Callable[[], BaseException]:
