@@ -21,10 +21,8 @@ Remote input never raises out of here: it is dropped and counted in `stats`.
 
 from __future__ import annotations
 
-from collections import Counter, OrderedDict, deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from enum import Enum
 
 from ..delivery import MessageReceived
 from ..errors import LocalProtocolError, PilotError
@@ -41,6 +39,7 @@ from ..node import Node
 from ..records import IdentityRecord, Locator, is_valid_hostname
 from ..transmit import Addr
 from .allow_list import AllowList
+from .client_state import SESSION_UP, STOPPED, ClientState, check_transition
 from .codec import canonical_endpoint
 from .config import ClientConfig
 from .errors import RendezvousDecodeError
@@ -56,7 +55,7 @@ from .events import (
     RequestDone,
     RequestFailed,
 )
-from .mailbox import NoteKind, open_note, seal_note
+from .mailbox import NoteKind, SeenNotes, open_note, seal_note
 from .messages import (
     ErrorCode,
     ErrorReply,
@@ -71,10 +70,10 @@ from .messages import (
     RecordReply,
     Register,
     RegisteredReply,
-    Request,
     decode_message,
     encode_message,
 )
+from .pending import PendingRequest, PendingRequests
 
 __all__ = ["ClientState", "RendezvousClient"]
 
@@ -82,50 +81,7 @@ __all__ = ["ClientState", "RendezvousClient"]
 _MAX_SEQUENCE_RETRIES = 3
 
 
-class ClientState(Enum):
-    IDLE = "idle"  # not started
-    CONNECTING = "connecting"  # a handshake with the server is under way
-    PROBING = "probing"  # IK to the pinned key went unanswered: XX to see the key now
-    REGISTERING = "registering"  # session up, registration sent
-    REGISTERED = "registered"
-    UNREGISTERED = "unregistered"  # session up, registration refused
-    WAITING = "waiting"  # session lost or not made; reconnecting after a backoff
-    KEY_CHANGED = "key_changed"  # the server presents another key: stopped for good
-    CLOSED = "closed"
-
-
 S = ClientState
-_SESSION_UP = frozenset({S.REGISTERING, S.REGISTERED, S.UNREGISTERED})
-_STOPPED = frozenset({S.KEY_CHANGED, S.CLOSED})
-#: Every legal move; anything else is a bug and raises (STYLE: a state machine is data).
-TRANSITIONS: dict[ClientState, frozenset[ClientState]] = {
-    S.IDLE: frozenset({S.CONNECTING, S.CLOSED}),
-    S.CONNECTING: frozenset({S.REGISTERING, S.PROBING, S.WAITING, S.CLOSED}),
-    S.PROBING: frozenset({S.REGISTERING, S.KEY_CHANGED, S.WAITING, S.CLOSED}),
-    S.REGISTERING: frozenset({S.REGISTERED, S.UNREGISTERED, S.WAITING, S.CLOSED}),
-    S.REGISTERED: frozenset({S.REGISTERING, S.UNREGISTERED, S.WAITING, S.CLOSED}),
-    S.UNREGISTERED: frozenset({S.REGISTERING, S.REGISTERED, S.WAITING, S.CLOSED}),
-    S.WAITING: frozenset({S.CONNECTING, S.REGISTERING, S.CLOSED}),
-    S.KEY_CHANGED: frozenset({S.CLOSED}),
-    S.CLOSED: frozenset(),
-}
-
-
-@dataclass(slots=True)
-class _Pending:
-    """A request waiting to be sent (session down) or answered."""
-
-    kind: str  # register, hostname, allow_list, lookup, note, introduce, ping
-    request_id: int
-    #: None for registrations: built when sent, so the sequence number is always fresh.
-    request: Request | None
-    deadline: float
-    internal: bool  # the client's own (registration, heartbeat): no RequestDone/Failed
-    sent: bool = False
-    retries: int = 0
-    hostname: str | None = None
-    addresses: tuple[str, ...] = field(default=())
-    public: bool = False
 
 
 class RendezvousClient:
@@ -178,10 +134,9 @@ class RendezvousClient:
         self._probed = False
         self._observed: Addr | None = None
         self._events: deque[ClientEvent] = deque()
-        self._pending: dict[int, _Pending] = {}
-        self._next_request_id = 1
+        self._pending = PendingRequests(self.config.max_pending_requests)
         self._sequence = 0
-        self._seen_notes: OrderedDict[tuple[str, str, bytes], None] = OrderedDict()
+        self._seen_notes = SeenNotes(self.config.seen_notes)
         self._backoff = self.config.reconnect_min
         self._reconnect_at: float | None = None
         self._refresh_at: float | None = None
@@ -217,8 +172,7 @@ class RendezvousClient:
         return self._observed
 
     def _move(self, new: ClientState) -> None:
-        if new not in TRANSITIONS[self._state]:
-            raise LocalProtocolError(f"rendezvous client cannot go from {self._state} to {new}")
+        check_transition(self._state, new)
         self._state = new
 
     # ------------------------------------------------------------------ lifecycle
@@ -254,16 +208,16 @@ class RendezvousClient:
         """Resolve a hostname or an address: `LookupResult` or `RequestFailed(not_found)`."""
         if not (is_address(name_or_address) or is_valid_hostname(name_or_address)):
             raise LocalProtocolError(f"{name_or_address!r} is neither a hostname nor an address")
-        rid = self._new_request_id()
-        return self._submit(_Pending("lookup", rid, Lookup(rid, name_or_address), 0.0, False), now)
+        rid = self._pending.new_id()
+        return self._submit(PendingRequest("lookup", rid, Lookup(rid, name_or_address), False), now)
 
     def set_hostname(self, hostname: str | None, now: float) -> int:
         """Claim `hostname` (None releases ours): `RequestDone`, or `RequestFailed` with
         already_exists when another key holds it (ours stays as it was)."""
         name = _checked_hostname(hostname)
         self._hostname = name
-        rid = self._new_request_id()
-        return self._submit(_Pending("hostname", rid, None, 0.0, False, hostname=name), now)
+        rid = self._pending.new_id()
+        return self._submit(PendingRequest("hostname", rid, None, False, hostname=name), now)
 
     def publish_allow_list(
         self, addresses: Iterable[str], now: float, *, public: bool | None = None
@@ -293,8 +247,8 @@ class RendezvousClient:
             now_wall=self._wall_clock(),
             rng=self._rng,
         )
-        rid = self._new_request_id()
-        pending = _Pending("note", rid, PostNote(rid, target.address, sealed), 0.0, False)
+        rid = self._pending.new_id()
+        pending = PendingRequest("note", rid, PostNote(rid, target.address, sealed), False)
         return self._submit(pending, now)
 
     def request_introduction(self, address: str, now: float) -> int:
@@ -302,8 +256,8 @@ class RendezvousClient:
         list accepts us, else `RequestFailed(not_found)`, as for an unknown node."""
         if not is_address(address):
             raise LocalProtocolError(f"{address!r} is not a node address")
-        rid = self._new_request_id()
-        return self._submit(_Pending("introduce", rid, Introduce(rid, address), 0.0, False), now)
+        rid = self._pending.new_id()
+        return self._submit(PendingRequest("introduce", rid, Introduce(rid, address), False), now)
 
     def set_candidates(self, candidates: Iterable[Addr], now: float) -> None:
         """Our local endpoints changed: re-register with a new locator."""
@@ -311,27 +265,17 @@ class RendezvousClient:
         if self._state in (S.REGISTERED, S.UNREGISTERED):
             self._register(now)
 
-    def _new_request_id(self) -> int:
-        if len(self._pending) >= self.config.max_pending_requests:
-            raise LocalProtocolError(
-                f"{len(self._pending)} rendezvous requests are waiting already; "
-                "wait for their results"
-            )
-        rid = self._next_request_id
-        self._next_request_id += 1
-        return rid
-
-    def _submit(self, pending: _Pending, now: float) -> int:
-        if self._state in _STOPPED:
+    def _submit(self, pending: PendingRequest, now: float) -> int:
+        if self._state in STOPPED:
             raise LocalProtocolError(f"the rendezvous client is {self._state.value}")
         pending.deadline = now + self.config.request_timeout
         rid = pending.request_id
-        self._pending[rid] = pending
-        if self._state in _SESSION_UP:
+        self._pending.add(pending)
+        if self._state in SESSION_UP:
             self._transmit(pending, now)
         return rid
 
-    def _transmit(self, pending: _Pending, now: float) -> None:
+    def _transmit(self, pending: PendingRequest, now: float) -> None:
         assert self._server_address is not None
         request = pending.request
         if request is None:
@@ -374,19 +318,18 @@ class RendezvousClient:
     def _register(self, now: float) -> None:
         """Our own registration (on connect, refresh, new candidates)."""
         self._refresh_at = None
-        rid = self._new_request_id()
-        self._submit(_Pending("register", rid, None, 0.0, True, hostname=self._hostname), now)
+        rid = self._pending.new_id()
+        self._submit(PendingRequest("register", rid, None, True, hostname=self._hostname), now)
 
     def _send_allow_list(self, now: float, *, internal: bool) -> int:
-        rid = self._new_request_id()
+        rid = self._pending.new_id()
         allow_list = AllowList.create(
             self.identity, self._allow_list, public=self._public, sequence=self._next_sequence()
         )
-        pending = _Pending(
+        pending = PendingRequest(
             "allow_list",
             rid,
             PublishAllowList(rid, allow_list),
-            0.0,
             internal,
             addresses=self._allow_list,
             public=self._public,
@@ -399,9 +342,9 @@ class RendezvousClient:
             self._move(S.REGISTERING)
         self._reconnect_at = None
         waiting = []
-        for rid, pending in list(self._pending.items()):
+        for pending in self._pending:
             if pending.internal:
-                del self._pending[rid]  # replaced by the fresh ones below
+                self._pending.pop(pending.request_id)  # replaced by the fresh ones below
             else:
                 # The server may have restarted or lost the session: send what is
                 # unanswered again (duplicates are harmless: answers are matched by id).
@@ -414,7 +357,7 @@ class RendezvousClient:
             self._transmit(pending, now)
 
     def _session_lost(self, now: float, reason: str) -> None:
-        if self._state in _STOPPED or self._state is S.WAITING:
+        if self._state in STOPPED or self._state is S.WAITING:
             return
         self._move(S.WAITING)
         self._refresh_at = self._heartbeat_at = None
@@ -446,17 +389,17 @@ class RendezvousClient:
         elif isinstance(event, MessageReceived):
             self._on_message(event, now)
         elif isinstance(event, HandshakeCompleted):
-            if event.address != self._server_address or self._state in _STOPPED:
+            if event.address != self._server_address or self._state in STOPPED:
                 return
             if self._state is S.WAITING:
                 # The node re-made the session on its own (it had data for the server).
                 self._session_up(now)
-            elif event.peer_restarted and self._state in _SESSION_UP:
+            elif event.peer_restarted and self._state in SESSION_UP:
                 # The server restarted and forgot our session: register again.
                 self.stats["server_restarts"] += 1
                 self._session_up(now)
         elif isinstance(event, SessionClosed | HandshakeFailed):
-            if event.address == self._server_address and self._state in _SESSION_UP:
+            if event.address == self._server_address and self._state in SESSION_UP:
                 self._session_lost(now, f"session with the rendezvous lost: {event.reason}")
         # MessageDelivered, PeerUnresponsive, ...: the session layer handles them.
 
@@ -475,8 +418,8 @@ class RendezvousClient:
             except PilotError:
                 pass
             self._events.append(KeyChanged(self.endpoint, self._pinned, event.static_key))
-            for rid in list(self._pending):
-                self._fail(rid, "key_changed", "the rendezvous server key changed")
+            for pending in self._pending:
+                self._fail(pending.request_id, "key_changed", "the rendezvous server key changed")
             return
         self._pinned = event.static_key  # trust on first use: later sessions use IK
         self._session_up(now)
@@ -524,12 +467,10 @@ class RendezvousClient:
         else:
             self.stats["drop_unexpected"] += 1
 
-    def _take(self, rid: int, *kinds: str) -> _Pending | None:
-        pending = self._pending.get(rid)
-        if pending is None or pending.kind not in kinds:
+    def _take(self, rid: int, *kinds: str) -> PendingRequest | None:
+        pending = self._pending.take(rid, *kinds)
+        if pending is None:
             self.stats["drop_unmatched_answer"] += 1
-            return None
-        del self._pending[rid]
         return pending
 
     def _on_registered(self, message: RegisteredReply, now: float) -> None:
@@ -540,7 +481,7 @@ class RendezvousClient:
         self._observed = message.observed
         self._backoff = self.config.reconnect_min
         self._probed = False
-        if self._newest_registration_in_flight() is None:
+        if self._pending.latest("register", "hostname") is None:
             self._refresh_at = now + self.config.locator_lifetime * self.config.refresh_fraction
         if self._state is not S.REGISTERED:
             self._move(S.REGISTERED)
@@ -548,12 +489,6 @@ class RendezvousClient:
             self._events.append(Registered(self._server_address, self._pinned, self._observed))
         if pending.kind == "hostname":
             self._events.append(RequestDone(message.request_id))
-
-    def _newest_registration_in_flight(self) -> _Pending | None:
-        for pending in reversed(self._pending.values()):
-            if pending.kind in ("register", "hostname"):
-                return pending
-        return None
 
     def _on_error(self, message: ErrorReply, now: float) -> None:
         rid = message.request_id
@@ -575,7 +510,7 @@ class RendezvousClient:
                 pending.request = PublishAllowList(rid, allow_list)
             self._transmit(pending, now)
             return
-        del self._pending[rid]
+        self._pending.pop(rid)
         code, text = message.code.value, message.message
         if message.code is ErrorCode.STALE_SEQUENCE:
             code = ErrorCode.INVALID_ARGUMENT.value
@@ -632,13 +567,9 @@ class RendezvousClient:
         if note is None:
             self.stats["drop_bad_note"] += 1
             return
-        key = (note.sender, note.kind.value, note.request_id)
-        if key in self._seen_notes:
+        if not self._seen_notes.first_time(note):
             self.stats["drop_duplicate_note"] += 1
             return
-        self._seen_notes[key] = None
-        while len(self._seen_notes) > self.config.seen_notes:
-            self._seen_notes.popitem(last=False)
         record = message.sender_record
         if record is not None and not (
             record.public_key == note.sender_public_key and record.verify(wall)
@@ -687,10 +618,9 @@ class RendezvousClient:
         deadlines = [
             t for t in (self._reconnect_at, self._refresh_at, self._heartbeat_at) if t is not None
         ]
-        if self._pending:
-            # Deadlines are now + request_timeout at submission: insertion order is
-            # deadline order, so the first pending request is due first.
-            deadlines.append(next(iter(self._pending.values())).deadline)
+        deadline = self._pending.next_deadline()
+        if deadline is not None:
+            deadlines.append(deadline)
         return min(deadlines) if deadlines else None
 
     def handle_timer(self, now: float) -> None:
@@ -700,12 +630,10 @@ class RendezvousClient:
             self.stats["internal_error"] += 1
 
     def _handle_timer(self, now: float) -> None:
-        if self._state in _STOPPED:
+        if self._state in STOPPED:
             return
-        for rid, pending in list(self._pending.items()):
-            if pending.deadline > now:
-                break
-            self._expire_request(rid, pending, now)
+        for pending in self._pending.due(now):
+            self._expire_request(pending, now)
         if self._reconnect_at is not None and now >= self._reconnect_at:
             self._connect(now)
         if self._refresh_at is not None and now >= self._refresh_at:
@@ -714,25 +642,25 @@ class RendezvousClient:
                 self._register(now)
         if self._heartbeat_at is not None and now >= self._heartbeat_at:
             self._heartbeat_at = None
-            if self._state in _SESSION_UP:
-                rid = self._new_request_id()
-                self._submit(_Pending("ping", rid, Ping(rid), 0.0, True), now)
+            if self._state in SESSION_UP:
+                rid = self._pending.new_id()
+                self._submit(PendingRequest("ping", rid, Ping(rid), True), now)
 
-    def _expire_request(self, rid: int, pending: _Pending, now: float) -> None:
-        del self._pending[rid]
+    def _expire_request(self, pending: PendingRequest, now: float) -> None:
+        rid = pending.request_id
         self.stats["request_timeouts"] += 1
         if pending.kind == "register":
-            if self._state in _SESSION_UP:
+            if self._state in SESSION_UP:
                 self._registration_refused("timeout", "the rendezvous did not answer", now)
             return
         if pending.kind == "hostname":
             self._hostname = self._confirmed_hostname
         if not pending.internal:
-            code = "timeout" if self._state in _SESSION_UP else "connection_failed"
+            code = "timeout" if self._state in SESSION_UP else "connection_failed"
             self._events.append(RequestFailed(rid, code, "the rendezvous did not answer in time"))
 
     def _fail(self, rid: int, code: str, text: str) -> None:
-        pending = self._pending.pop(rid, None)
+        pending = self._pending.pop(rid)
         if pending is not None and not pending.internal:
             self._events.append(RequestFailed(rid, code, text))
 

@@ -16,6 +16,7 @@ of at most 1 KiB. `open_note` checks all of it and returns None for anything wro
 from __future__ import annotations
 
 import struct
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -38,6 +39,7 @@ __all__ = [
     "REQUEST_ID_SIZE",
     "NoteKind",
     "OpenedNote",
+    "SeenNotes",
     "open_note",
     "seal_note",
 ]
@@ -173,3 +175,26 @@ def open_note(
         sent_at=sent_at,
         justification=justification,
     )
+
+
+class SeenNotes:
+    """The notes a receiver already took, to drop duplicates (DESIGN 6: receivers
+    de-duplicate by request id). Keyed by sender, kind and request id, so an accept
+    carrying the id of our own request is not mistaken for a repeat. Bounded, oldest
+    forgotten first: the application's own records (pending requests by id) are the
+    durable de-duplication."""
+
+    __slots__ = ("_limit", "_seen")
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._seen: OrderedDict[tuple[str, str, bytes], None] = OrderedDict()
+
+    def first_time(self, note: OpenedNote) -> bool:
+        key = (note.sender, note.kind.value, note.request_id)
+        if key in self._seen:
+            return False
+        self._seen[key] = None
+        while len(self._seen) > self._limit:
+            self._seen.popitem(last=False)
+        return True
