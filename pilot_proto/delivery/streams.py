@@ -55,6 +55,7 @@ class StreamEntry:
         "announced",
         "awaiting_final_size",
         "port",
+        "readable_event",
         "receive",
         "reset",
         "send",
@@ -79,6 +80,7 @@ class StreamEntry:
         self.reset = False
         #: We reset it and still need the peer's final size for connection flow control.
         self.awaiting_final_size = False
+        self.readable_event: StreamReadable | None = None
 
 
 class StreamTable:
@@ -241,7 +243,10 @@ class StreamTable:
         if entry.announced:
             if receive.readable_bytes and not receive.readable_signalled:
                 receive.readable_signalled = True
-                self._events.append(StreamReadable(self.address, stream_id))
+                event = entry.readable_event
+                if event is None:  # built once per stream: events are immutable values
+                    event = entry.readable_event = StreamReadable(self.address, stream_id)
+                self._events.append(event)
             elif receive.finish_if_read():
                 self._events.append(StreamEnded(self.address, stream_id))
                 self._maybe_forget(entry)
