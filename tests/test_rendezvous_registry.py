@@ -476,3 +476,19 @@ def test_no_internal_errors_anywhere_in_a_busy_run() -> None:
         assert app.node.stats["internal_error"] == 0
         part = app.client or app.server
         assert part is not None and part.stats["internal_error"] == 0
+
+
+def test_a_server_that_closes_its_sessions_is_reconnected_to_when_it_returns() -> None:
+    lab = RvLab()
+    a = lab.client("a", hostname="agent-a", config=client_config(reconnect_min=2.0))
+    assert registered(lab, a)
+    lab.server.node.close(lab.now)  # what `rendezvous serve` does on SIGTERM
+    lab.net.flush()
+    assert lab.run_until(lambda: bool(a.of(Disconnected)))
+    assert a.client is not None and a.client.state is ClientState.WAITING
+    lab.leave(lab.server)
+    lab.settle(3)
+    lab.restart_server()
+    assert lab.run_until(lambda: len(a.of(Registered)) == 2, timeout=120)
+    event = lab.result(a, lab.call(a, lambda c, now: c.lookup("agent-a", now)))
+    assert isinstance(event, LookupResult)
