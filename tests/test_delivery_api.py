@@ -378,3 +378,36 @@ def test_events_name_the_peer() -> None:
     [opened] = [e for e in pair.b.app.events if isinstance(e, StreamOpened)]
     assert opened == StreamOpened(ADDRESS_A, 1, 80)
     assert not [e for e in pair.b.app.events if isinstance(e, StreamReset)]
+
+
+def test_a_restarted_sender_resending_is_answered_not_redelivered() -> None:
+    pair = Pair(seed=16)
+    b_old = pair.b.connection
+    message_id = pair.a.connection.send_message(b"once", pair.now)
+    pair.b.app.confirm = False
+    pair.run(timeout=2)
+    assert [m.data for m in pair.b.app.messages] == [b"once"]
+    # A restarts before the RECEIPT: its daemon sends the message again (same id) over a
+    # fresh connection; B's Node sees a new peer instance and takes the successor.
+    fresh_a = Connection(
+        ADDRESS_B,
+        DeliveryConfig(),
+        rng=random.Random(5).randbytes,
+        now=pair.now,
+        listening_ports={80},
+    )
+    pair.a = Side(fresh_a, App())
+    pair.b.connection = b_old.successor(pair.now)
+    pair.link_ab.in_flight.clear()
+    pair.link_ba.in_flight.clear()
+    # What the daemon's outbox does: the same body under the same id.
+    assert fresh_a.send_message(b"once", pair.now, message_id=message_id) == message_id
+    with pytest.raises(LocalProtocolError):
+        fresh_a.send_message(b"again", pair.now, message_id=message_id)
+    pair.run(timeout=2)
+    assert [m.data for m in pair.b.app.messages] == [b"once"]  # not delivered twice
+    assert pair.b.connection.stats["duplicate_message_id"] == 1
+    assert pair.a.app.delivered == []  # B has not confirmed yet
+    pair.b.connection.confirm_persisted(message_id, pair.now)
+    pair.run(timeout=2)
+    assert pair.a.app.delivered == [message_id]

@@ -77,6 +77,9 @@ __all__ = [
 # KIND_MESSAGE (messages.py), KIND_CONTROL (control.py), KIND_MAX_DATA and
 # KIND_MAX_STREAM_DATA (streams.py), and:
 KIND_MAX_MESSAGE_DATA = 5
+
+# How many delivered message ids a connection remembers for duplicate detection.
+_RECENT_MESSAGE_IDS = 4096
 _ACK_FRAME_RESERVE = 64  # room kept for control frames when sizing data
 
 
@@ -174,6 +177,9 @@ class Connection:
             self._deliver_message,
         )
         self._unconfirmed: set[bytes] = set()
+        # Ids of messages delivered lately (carried into a successor): a sender that
+        # restarted resends what it had no RECEIPT for; we answer instead of redelivering.
+        self._recent_ids: dict[bytes, None] = {}
 
         # Grant our configured window at once (the protocol's initial credit is small).
         self._max_message_data_due = self._incoming.window.update_due()
@@ -284,10 +290,20 @@ class Connection:
             raise ConnectionClosedError(f"the connection to {self.address} is closed")
 
     def send_message(
-        self, data: bytes, now: float, type: str = "text", reply_to: bytes | None = None
+        self,
+        data: bytes,
+        now: float,
+        type: str = "text",
+        reply_to: bytes | None = None,
+        *,
+        message_id: bytes | None = None,
     ) -> bytes:
         """Queue a message; return its random 128-bit id. Raises MessageTooLarge above
-        `max_message_size`."""
+        `max_message_size`.
+
+        `message_id` resends under an id the application used before (an outbox sending
+        again after a restart); the receiver then answers a duplicate with a RECEIPT
+        instead of delivering it twice, as far as it remembers the id."""
         self._check_open()
         if type not in MESSAGE_TYPES:
             raise InvalidMessageType(
@@ -299,7 +315,12 @@ class Connection:
             raise InvalidMessageType("reply_to must be a 16-byte message id")
         if len(data) > self.config.max_message_size:
             raise MessageTooLarge(len(data), self.config.max_message_size, "message")
-        message_id = self._random_message_id()
+        if message_id is None:
+            message_id = self._random_message_id()
+        elif not isinstance(message_id, bytes) or len(message_id) != MESSAGE_ID_SIZE:
+            raise InvalidMessageType("message_id must be 16 bytes")
+        elif message_id in self._outgoing.unreceipted:
+            raise LocalProtocolError("a message with this id is already being sent")
         message = OutgoingMessage(message_id, MESSAGE_TYPES.index(type), bytes(data), reply_to)
         self._outgoing.add(message)
         self._schedule_messages()
@@ -403,6 +424,7 @@ class Connection:
             )
         fresh._schedule_messages()
         fresh._unconfirmed = set(self._unconfirmed)
+        fresh._recent_ids = dict(self._recent_ids)
         if self._state is not ConnectionState.CLOSED:
             self._transition(ConnectionEvent.REPLACED)
         self._streams.entries.clear()
@@ -502,6 +524,15 @@ class Connection:
     def _deliver_message(
         self, message_id: bytes, content_type: str, data: bytes, reply_to: bytes | None
     ) -> None:
+        recent = self._recent_ids
+        if message_id in recent:
+            self._stats["duplicate_message_id"] += 1
+            if message_id not in self._unconfirmed:
+                self._control.reliable.append(b"\x04" + message_id)  # persisted already
+            return
+        recent[message_id] = None
+        if len(recent) > _RECENT_MESSAGE_IDS:
+            del recent[next(iter(recent))]
         self._events.append(MessageReceived(self.address, message_id, content_type, data, reply_to))
         if self.config.auto_confirm:
             self._control.reliable.append(b"\x04" + message_id)
