@@ -1,9 +1,17 @@
 """Reliable delivery with one peer, sans-IO: the object the Node owns per peer.
 
 The Node feeds authenticated plaintext payloads to `receive_payload`, seals and sends what
-`payloads_to_send` returns, arms `get_timer` and hands `next_event` results to the
-application. Everything else (frames, streams, messages, loss recovery, congestion, path
-MTU) is composed here from the modules next to this one.
+`payloads_to_send` returns (each payload plus `packet_overhead` fits the path MTU), arms
+`get_timer` and hands `next_event` results to the application. Everything else (frames,
+streams, messages, loss recovery, congestion, path MTU) is composed here from the modules
+next to this one.
+
+Reading streams is a pull API, so an application can stop reading: `StreamReadable` says
+data is waiting (once, until a read drains the buffer), `read_stream` takes it, and only
+reading returns credit to the peer. Writing is bounded: `send_stream` accepts at most
+`stream_send_capacity` bytes and `StreamWritable` says when there is room again.
+Messages are pushed whole (`MessageReceived`); their reassembly memory is bounded by the
+message window, and a RECEIPT goes back only after `confirm_persisted`.
 """
 
 from __future__ import annotations
