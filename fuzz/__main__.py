@@ -16,6 +16,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 from . import CORPUS_DIR, HARNESSES, PACKAGE_DIR, RUN_DIR, corpus_inputs, load
 
@@ -33,11 +34,13 @@ class Outcome:
     output: str
 
 
-def fuzz_one(name: str, seconds: int, runs: int | None = None) -> Outcome:
+def fuzz_one(
+    name: str, seconds: int, runs: int | None = None, work_dir: Path = RUN_DIR
+) -> Outcome:
     """Run one harness under atheris in a subprocess; the libFuzzer output is kept."""
-    work = RUN_DIR / name
+    work = work_dir / name
     work.mkdir(parents=True, exist_ok=True)
-    crashes = RUN_DIR / "crashes"
+    crashes = work_dir / "crashes"
     crashes.mkdir(parents=True, exist_ok=True)
     command = [
         sys.executable, "-m", "fuzz.atheris_main", name,
@@ -95,12 +98,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--replay", action="store_true",
                         help="run the committed seeds in-process, without atheris")
     parser.add_argument("--verbose", action="store_true", help="print libFuzzer's output")
+    parser.add_argument("--work-dir", type=Path, default=RUN_DIR,
+                        help=f"where new inputs and crashes go (default {RUN_DIR})")
     args = parser.parse_args(argv)
     names = args.only or list(HARNESSES)
     if args.replay:
         return replay(names)
     with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-        outcomes = list(pool.map(lambda n: fuzz_one(n, args.seconds, args.runs), names))
+        outcomes = list(
+            pool.map(lambda n: fuzz_one(n, args.seconds, args.runs, args.work_dir), names)
+        )
     width = max(len(n) for n in names)
     for outcome in outcomes:
         status = "ok" if outcome.ok else "CRASH"

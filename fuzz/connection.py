@@ -9,9 +9,9 @@ application would. Each input starts from a fresh Connection. Nothing may raise.
 
 from __future__ import annotations
 
-from pilot_proto.delivery import Connection, DeliveryConfig, MessageReceived, StreamReadable
+from typing import TYPE_CHECKING
 
-from .traffic import Traffic
+from pilot_proto.delivery import Connection, DeliveryConfig, MessageReceived, StreamReadable
 
 # Small windows so that a short input can reach the limits.
 _CONFIG = DeliveryConfig(
@@ -21,6 +21,9 @@ _CONFIG = DeliveryConfig(
     connection_receive_window=1 << 20,
     max_incoming_streams=8,
 )
+
+if TYPE_CHECKING:
+    from .traffic import Traffic
 
 
 def _rng(n: int) -> bytes:

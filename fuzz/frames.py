@@ -8,6 +8,8 @@ takes more bytes than the original and may be cut on re-encoding).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from pilot_proto.delivery.frames import (
     Close,
     FrameDecodeError,
@@ -16,7 +18,9 @@ from pilot_proto.delivery.frames import (
     encode_payload,
 )
 
-from .traffic import Traffic
+if TYPE_CHECKING:
+    from .traffic import Traffic
+
 
 
 def test_one_input(data: bytes) -> None:

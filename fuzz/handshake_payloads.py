@@ -17,6 +17,7 @@ Every entry returns a result or None; none may raise.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from pilot_proto.handshake import (
     IK,
@@ -29,7 +30,9 @@ from pilot_proto.identity import BindingCache, Identity
 from pilot_proto.noise import HandshakeState
 from pilot_proto.packets import INITIATION_SIZE, MAC_SIZE
 
-from .traffic import Traffic
+if TYPE_CHECKING:
+    from .traffic import Traffic
+
 
 
 def _counter_rng() -> Callable[[int], bytes]:

@@ -18,6 +18,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pilot_daemon.control import ControlPlane, DaemonFacts
 from pilot_daemon.events import EventBus
@@ -30,7 +31,9 @@ from pilot_daemon.received import ReceivedFiles
 from pilot_daemon.store import Store
 from pilot_proto.identity import Identity
 
-from .traffic import Traffic
+if TYPE_CHECKING:
+    from .traffic import Traffic
+
 
 #: A client that gets no complete answer within this long counts as a hang.
 ANSWER_TIMEOUT = 10.0

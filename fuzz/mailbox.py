@@ -10,6 +10,7 @@ that opens names us as recipient and its sender by the key that authenticated it
 from __future__ import annotations
 
 import struct
+from typing import TYPE_CHECKING
 
 from pilot_proto.identity import DOMAIN_MAILBOX, Identity, address_bytes
 from pilot_proto.noise import HandshakeState
@@ -17,7 +18,9 @@ from pilot_proto.records import IdentityRecord
 from pilot_proto.rendezvous import open_note, seal_note
 from pilot_proto.rendezvous.mailbox import MAX_JUSTIFICATION, NOTE_VERSION, X
 
-from .traffic import Traffic
+if TYPE_CHECKING:
+    from .traffic import Traffic
+
 
 RECIPIENT = Identity.from_private_bytes(bytes(range(40, 72)))
 SENDER = Identity.from_private_bytes(bytes(range(80, 112)))

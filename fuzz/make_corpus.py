@@ -4,8 +4,10 @@ the same files, named by the SHA-1 of their content."""
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import sys
+from pathlib import Path
 
 from . import CORPUS_DIR, HARNESSES, load
 from .traffic import record
@@ -14,11 +16,14 @@ from .traffic import record
 MAX_TOTAL_BYTES = 2 * 1024 * 1024
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m fuzz.make_corpus", description=__doc__)
+    parser.add_argument("--out", type=Path, default=CORPUS_DIR, help="corpus root directory")
+    out = parser.parse_args(argv).out
     traffic = record()
     total = 0
     for name in HARNESSES:
-        directory = CORPUS_DIR / name
+        directory = out / name
         directory.mkdir(parents=True, exist_ok=True)
         for old in directory.iterdir():
             old.unlink()

@@ -22,6 +22,7 @@ error, and every datagram it saw must end in exactly one outcome counter.
 from __future__ import annotations
 
 import functools
+from typing import TYPE_CHECKING
 
 from pilot_proto.config import NodeConfig, SessionConfig
 from pilot_proto.delivery import DeliveryConfig, MessageReceived
@@ -31,7 +32,9 @@ from pilot_proto.records import IdentityRecord
 from pilot_proto.simulator import SeededRandom
 
 from .scripted_peer import ScriptedPeer
-from .traffic import Traffic, connection_payloads
+
+if TYPE_CHECKING:
+    from .traffic import Traffic
 
 PEER_ADDR = ("192.0.2.7", 4000)
 STRANGER_ADDR = ("203.0.113.66", 666)
@@ -150,6 +153,8 @@ def test_one_input(data: bytes) -> None:
 
 
 def seeds(traffic: Traffic) -> list[bytes]:
+    from .traffic import connection_payloads
+
     payloads = connection_payloads()
     out = [join([(2, p)]) for p in payloads]
     out.append(join([(2, p) for p in payloads[:10]] + [(3, b""), (4, b"\x00\x00\x00\x63")]))

@@ -8,10 +8,14 @@ still reads afterwards.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from pilot_proto.errors import NoiseError
 from pilot_proto.noise import HandshakeState
 
-from .traffic import Traffic
+if TYPE_CHECKING:
+    from .traffic import Traffic
+
 
 _S_INIT = bytes(range(1, 33))
 _S_RESP = bytes(range(2, 34))

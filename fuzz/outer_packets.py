@@ -7,6 +7,8 @@ take any bytes a datagram can hold.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from pilot_proto.cookie import CookieChecker, CookieJar
 from pilot_proto.packets import (
     MAC_SIZE,
@@ -29,7 +31,9 @@ from pilot_proto.packets import (
     transport_header,
 )
 
-from .traffic import Traffic
+if TYPE_CHECKING:
+    from .traffic import Traffic
+
 
 _STATIC = bytes(range(32))
 _CHECKER = CookieChecker(_STATIC, lambda n: b"\x07" * n, 120.0)

@@ -7,10 +7,14 @@ encodings are canonical) and `verify` never raises.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from pilot_proto.errors import InvalidRecord
 from pilot_proto.records import IdentityRecord, Locator
 
-from .traffic import Traffic
+if TYPE_CHECKING:
+    from .traffic import Traffic
+
 
 
 def test_one_input(data: bytes) -> None:

@@ -7,10 +7,14 @@ encodes again and decodes to the same value, and `verify` never raises.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from pilot_proto.rendezvous import AllowList, RendezvousDecodeError
 from pilot_proto.rendezvous.messages import decode_message, encode_message
 
-from .traffic import Traffic
+if TYPE_CHECKING:
+    from .traffic import Traffic
+
 
 
 def test_one_input(data: bytes) -> None:

@@ -15,6 +15,7 @@ client gets decodes as a rendezvous message.
 from __future__ import annotations
 
 import functools
+from typing import TYPE_CHECKING
 
 from pilot_proto.config import NodeConfig, SessionConfig
 from pilot_proto.delivery import MessageReceived
@@ -43,7 +44,9 @@ from pilot_proto.simulator import SeededRandom
 
 from .connection import join_records, split_records
 from .scripted_peer import ScriptedPeer
-from .traffic import Traffic
+
+if TYPE_CHECKING:
+    from .traffic import Traffic
 
 EPOCH = 1_700_000_000.0
 CLIENT_ADDR = ("192.0.2.20", 5020)

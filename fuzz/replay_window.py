@@ -7,9 +7,13 @@ exactly when the model does: never twice, never older than the window, never out
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from pilot_proto.replay import REJECT_AFTER_COUNTER, ReplayWindow
 
-from .traffic import Traffic
+if TYPE_CHECKING:
+    from .traffic import Traffic
+
 
 _SIZE = 64
 

@@ -11,6 +11,8 @@ receive path (stun_client.py).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from pilot_proto.stun import (
     StunAttr,
     StunDecodeError,
@@ -25,7 +27,9 @@ from pilot_proto.stun import (
 from pilot_proto.stun_client import StunClient
 from pilot_proto.stun_server import answer_binding, answer_binding_request
 
-from .traffic import Traffic
+if TYPE_CHECKING:
+    from .traffic import Traffic
+
 
 _SOURCE = ("192.0.2.9", 5000)
 _SERVER = ("198.51.100.1", 7000)
