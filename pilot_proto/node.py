@@ -157,6 +157,17 @@ class Node:
         if not trusted:
             self._close_session(peer, "untrusted", now, by_peer=False)
 
+    def remove_peer(self, address: str, now: float) -> None:
+        """Forget a peer entirely: its session (closed quietly), keys and delivery state."""
+        peer = self._peers.pop(address, None)
+        if peer is None:
+            return
+        for kp in peer.keys.clear():
+            self._forget_keypair(kp)
+        if peer.handshake is not None:
+            self._handshakes_by_index.pop(peer.handshake.sender_index, None)
+        self._dirty.discard(peer)
+
     def is_trusted(self, address: str) -> bool:
         peer = self._peers.get(address)
         return peer is not None and peer.trusted
@@ -479,17 +490,22 @@ class Node:
 
     # ------------------------------------------------------------------ rendezvous sessions
 
-    def connect_rendezvous(self, endpoint: Addr, static_key: bytes | None, now: float) -> None:
+    def connect_rendezvous(
+        self, endpoint: Addr, static_key: bytes | None, now: float, give_up: float | None = None
+    ) -> None:
         """Open a session with a rendezvous server (DESIGN 6).
 
         With its static key pinned, Noise IK; without, Noise XX, and the key learned is in
         the `RendezvousConnected` event for the application to pin. Once connected the
-        server is an ordinary trusted peer, named by its address.
+        server is an ordinary trusted peer, named by its address. `give_up` (seconds)
+        overrides the config's handshake give-up time for this attempt.
         """
         if endpoint in self._rendezvous:
             return
         pending = PendingRendezvous(endpoint, static_key)
-        pending.deadline = now + self.config.session.handshake_give_up
+        pending.deadline = now + (
+            give_up if give_up is not None else self.config.session.handshake_give_up
+        )
         if static_key is not None:
             pending.cookie_jar = CookieJar(static_key, self.config.session.cookie_secret_lifetime)
         self._rendezvous[endpoint] = pending

@@ -307,3 +307,14 @@ def test_unreachable_peer_reports_handshake_failed() -> None:
     a.node.connect(b.address, lab.net.now)
     assert lab.run_until(lambda: bool(a.of(HandshakeFailed)), timeout=60)
     assert a.node.stats["initiations_sent"] >= 10
+
+
+def test_removed_peer_is_forgotten_and_its_packets_dropped() -> None:
+    lab = Lab()
+    a, b = connected_pair(lab)
+    b.node.remove_peer(a.address, lab.net.now)
+    assert a.address not in b.node.peers()
+    a.node.send_datagram(b.address, b"anyone there?", lab.net.now)
+    lab.settle(2)
+    assert datagrams(b) == []
+    assert b.node.stats["drop_unknown_index"] >= 1
