@@ -347,6 +347,7 @@ class Driver:
         self._deadline_seq = 0
         self._stale_deadlines = 0
         self._wakeup: float | None = None
+        self._core_timer: float | None = None
         self._addresses: dict[tuple[Any, ...], Addr] = {}
         self._handlers: dict[type[Event], Callable[[Any, float], None]] = {
             MessageReceived: self._on_message,
@@ -400,27 +401,37 @@ class Driver:
         """Run what is due, route the core's events, and return the datagrams to send.
         Call once per wake-up (after reading the socket, a timer, or application calls)."""
         node = self.node
-        timer = node.get_timer()
-        if timer is not None and timer <= now:
+        # The core's timer as of the last poll: operations since then only arm later ones.
+        if self._core_timer is not None and self._core_timer <= now:
             node.handle_timer(now)
         if self._deadlines and self._deadlines[0][0] <= now:
             self._expire(now)
         if self._stale_deadlines > 1024 and 2 * self._stale_deadlines > len(self._deadlines):
             self._compact_deadlines()
-        self._dispatch(now)
-        out = node.datagrams_to_send(now)
-        # Flushing can close sessions; routing those events may queue more (one round).
-        if self._dispatch(now):
-            out += node.datagrams_to_send(now)
+        out = self._flush(now)
         timer = node.get_timer()
         if timer is not None and timer <= now:
-            self.stats["timer_stuck"] += 1
-            timer = now + _STUCK_TIMER_DELAY
+            # Due already (armed by an operation since the last poll): run it now, once.
+            node.handle_timer(now)
+            out += self._flush(now)
+            timer = node.get_timer()
+            if timer is not None and timer <= now:
+                self.stats["timer_stuck"] += 1  # the core did not advance it: do not spin
+                timer = now + _STUCK_TIMER_DELAY
+        self._core_timer = timer
         if self._deadlines:
             deadline = self._deadlines[0][0]
             if timer is None or deadline < timer:
                 timer = deadline
         self._wakeup = timer
+        return out
+
+    def _flush(self, now: float) -> list[Transmit]:
+        self._dispatch(now)
+        out = self.node.datagrams_to_send(now)
+        # Flushing can close sessions; routing those events may queue more (one round).
+        if self._dispatch(now):
+            out += self.node.datagrams_to_send(now)
         return out
 
     def next_wakeup(self) -> float | None:
