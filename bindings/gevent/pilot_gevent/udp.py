@@ -96,6 +96,8 @@ class UdpPort:
         for target, buffers, ancillary in sendmsg_calls(transmits, self.gso, self.ipv6, stats):
             try:
                 self.sock.sendmsg(buffers, ancillary, 0, target)
+                if ancillary:
+                    stats["gso_sends"] += 1
             except (BlockingIOError, InterruptedError):
                 stats["send_dropped_buffer_full"] += len(buffers)
             except OSError as error:
