@@ -224,3 +224,24 @@ def test_path_mtu_black_hole_falls_back_and_the_transfer_completes() -> None:
     assert pair.b.app.digest(stream_id ^ 1) == sha(data)
     assert pair.a.connection.stats["pmtu_black_hole"] >= 1
     assert pair.a.connection.datagram_size <= 1472
+
+
+def test_path_mtu_is_searched_again_after_the_raise_interval() -> None:
+    config = DeliveryConfig(pmtu_raise_interval=5.0)
+    link = Link(delay=0.005, mtu=1500)
+    pair = Pair(config, config, link, Link(delay=0.005, mtu=1500), seed=16)
+    pair.run(timeout=4)  # idle: the search alone settles on Ethernet
+    assert pair.a.connection.datagram_size == 1472
+    first_search = pair.a.connection.stats["pmtu_probes_sent"]
+    link.mtu = 9000  # a better route appears
+    pair.link_ba.config.mtu = 9000
+    pair.run(timeout=10)
+    assert pair.a.connection.datagram_size == 8972
+    assert pair.a.connection.stats["pmtu_probes_sent"] > first_search
+
+
+def test_path_mtu_binary_search_finds_a_tunnel_mtu() -> None:
+    link = Link(delay=0.005, mtu=1420)  # below Ethernet: e.g. a WireGuard tunnel
+    pair = Pair(link_ab=link, link_ba=Link(delay=0.005, mtu=1420), seed=17)
+    pair.run(timeout=20)
+    assert 1420 - 32 < pair.a.connection.datagram_size <= 1420

@@ -67,7 +67,7 @@ from .frames import (
 from .frames import StreamReset as StreamResetFrame
 from .messages import KIND_MESSAGE, IncomingMessages, OutgoingMessage, OutgoingMessages
 from .pacing import Pacer
-from .pmtu import PathMtu
+from .pmtu import PathMtu, PmtuState
 from .recovery import LossRecovery, SentPacket
 from .send_stream import KIND_STREAM, SendStream
 from .streams import KIND_MAX_DATA, KIND_MAX_STREAM_DATA, ResetCode, StreamTable
@@ -714,11 +714,20 @@ class Connection:
         """Payloads to seal and send now, one per UDP datagram, in order."""
         if self._state is not ConnectionState.OPEN:
             return self._closing_payloads(now)
+        acks = self._acks
+        if not self._ready and not self._probes_due:
+            # The common answer between ACKs on a receiving connection: nothing at all.
+            ack_deadline = acks.ack_deadline
+            if (
+                (ack_deadline is None or ack_deadline > now)
+                and self._pmtu.state is not PmtuState.SEARCHING
+                and not self._has_control()
+            ):
+                return []
         out: list[bytes] = []
         recovery = self._recovery
         cc = recovery.cc
         pacer = self._pacer
-        acks = self._acks
         overhead = self.packet_overhead
         for _ in range(100_000):  # bounded: each round sends a packet or stops
             datagram_size = self._pmtu.current

@@ -6,7 +6,8 @@ path we use must carry (RFC 8899 section 5.1.2, BASE_PLPMTU), then probe upward 
 PING + PADDING packets. The search first tries common plateaus from the top (RFC 8899
 section 5.3.2 allows any search): the configured maximum (loopback: 65507), jumbo frames
 (8972) and Ethernet (1472), and stops at the first that works; only if none does, it
-binary-searches between the base and the smallest failed plateau (tunnels). A size
+binary-searches between the base and the smallest failed plateau (tunnels). A search
+after PMTU_RAISE_TIMER tries only the plateaus above the current size. A size
 counts as too large after `max_probes` consecutive probe losses (RFC 8899 MAX_PROBES).
 Probes do not count against the congestion window and their loss is no congestion
 signal (RFC 8899 section 4.4). When packets of the confirmed size stop getting through
@@ -50,6 +51,7 @@ class PathMtu:
 
     __slots__ = (
         "_base",
+        "_bisecting",
         "_failures",
         "_granularity",
         "_high",
@@ -86,6 +88,7 @@ class PathMtu:
         self._failures = 0
         self._raise_at: float | None = None
         self._plateaus: list[int] = []
+        self._bisecting = False
         if forced is not None:
             self.state = PmtuState.DISABLED
             self.current = forced
@@ -99,6 +102,7 @@ class PathMtu:
                 self.state = PmtuState.SEARCH_COMPLETE
 
     def _reset_plateaus(self) -> None:
+        self._bisecting = False
         sizes = {self._maximum, *(p for p in PLATEAUS if self._base < p < self._maximum)}
         self._plateaus = sorted((p for p in sizes if p > self.current), reverse=True)
 
@@ -114,18 +118,33 @@ class PathMtu:
 
     def probe_size(self, now: float) -> int | None:
         """The datagram size to probe now, or None if no probe is due."""
-        if self.state is PmtuState.SEARCH_COMPLETE:
-            if self._raise_at is None or now < self._raise_at or self.current >= self._maximum:
-                return None
-            self._apply(PmtuEvent.RAISE_TIMER)
-            self._failures = 0
-            self._high = self._maximum
-            self._reset_plateaus()
+        self._maybe_search_again(now)
         if self.state is not PmtuState.SEARCHING or self._probe_number is not None:
             return None
         if self._plateaus:
             return self._plateaus[0]
+        if not self._bisecting:
+            if self.current > self._base:
+                # We stand on a plateau and no higher one works: done, no binary search.
+                self._high = self.current
+                self._check_converged(now)
+                return None
+            self._bisecting = True  # no plateau works at all: a tunnel, search between
         return (self.current + self._high + 1) // 2
+
+    def _maybe_search_again(self, now: float) -> None:
+        # RFC 8899 section 5.1.1 PMTU_RAISE_TIMER: a larger MTU may have become possible.
+        if (
+            self.state is PmtuState.SEARCH_COMPLETE
+            and self._raise_at is not None
+            and now >= self._raise_at
+            and self.current < self._maximum
+        ):
+            self._apply(PmtuEvent.RAISE_TIMER)
+            self._raise_at = None
+            self._failures = 0
+            self._high = self._maximum
+            self._reset_plateaus()
 
     def on_probe_sent(self, packet_number: int, size: int, deadline: float) -> None:
         self._probe_number = packet_number
@@ -205,6 +224,7 @@ class PathMtu:
 
     def handle_timer(self, now: float) -> bool:
         """True if the outstanding probe just counted as lost."""
+        self._maybe_search_again(now)
         probe = self._probe_number
         if probe is not None and self._probe_deadline is not None and now >= self._probe_deadline:
             return self.on_probe_lost(probe, now)
