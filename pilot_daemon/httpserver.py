@@ -244,7 +244,8 @@ class UnixHttpServer:
             raise _BadRequest(411, ErrorCode.INVALID_ARGUMENT,
                               "chunked request bodies are not supported; send Content-Length")
         length_text = headers.get("content-length", "0")
-        if not length_text.isdigit():
+        # str.isdigit() accepts "³" and other non-ASCII digits that int() refuses.
+        if not (length_text.isascii() and length_text.isdigit()):
             raise _BadRequest(400, ErrorCode.INVALID_ARGUMENT, "invalid Content-Length")
         length = int(length_text)
         if length > self.max_body:
