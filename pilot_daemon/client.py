@@ -175,7 +175,7 @@ def _read_head(reader: _Reader) -> tuple[int, dict[str, str]]:
     while True:
         lines = reader.until(b"\r\n\r\n").decode("latin-1").split("\r\n")
         parts = lines[0].split(" ", 2)
-        if len(parts) < 2 or not parts[1].isdigit():
+        if len(parts) < 2 or not parts[1].isdecimal():
             raise PilotctlError(ErrorCode.INTERNAL, "the daemon sent a malformed answer")
         status = int(parts[1])
         if status != 100:  # skip an interim 100 Continue
@@ -189,7 +189,7 @@ def _read_head(reader: _Reader) -> tuple[int, dict[str, str]]:
 
 def _read_body(reader: _Reader, headers: dict[str, str]) -> bytes:
     length = headers.get("content-length")
-    if length is not None and length.isdigit():
+    if length is not None and length.isdecimal():
         return reader.exactly(int(length))
     if headers.get("transfer-encoding", "").lower() == "chunked":
         return b"".join(_chunks(reader))

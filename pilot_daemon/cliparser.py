@@ -55,7 +55,7 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
 def _terminal_width() -> int:
     columns = os.environ.get("COLUMNS", "")
-    if columns.isdigit():
+    if columns.isdecimal():
         return int(columns)
     try:
         return os.get_terminal_size(sys.__stdout__.fileno() if sys.__stdout__ else 1).columns
@@ -100,13 +100,13 @@ def duration(text: str) -> float:
 
 
 def count(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
+    if not text.isdecimal() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"invalid count {text!r} (a whole number >= 1)")
     return int(text)
 
 
 def port(text: str) -> int:
-    if not text.isdigit() or not 0 < int(text) < 65536:
+    if not text.isdecimal() or not 0 < int(text) < 65536:
         raise argparse.ArgumentTypeError(f"invalid port {text!r} (1-65535)")
     return int(text)
 

@@ -370,7 +370,7 @@ def run_daemon(state: StateDir, options: DaemonOptions, *, json_output: bool) ->
     pipe of a detaching `daemon start` when there is one, else to stdout."""
     os.umask(0o077)  # everything the daemon writes (db, inbox, received, log) is private
     ready_fd_text = os.environ.pop(READY_FD_ENV, None)
-    ready_fd = int(ready_fd_text) if ready_fd_text and ready_fd_text.isdigit() else None
+    ready_fd = int(ready_fd_text) if ready_fd_text and ready_fd_text.isdecimal() else None
 
     def report(envelope: dict[str, Any]) -> None:
         nonlocal ready_fd

@@ -39,7 +39,7 @@ def read_lock_pid(path: Path) -> int | None:
         text = path.read_text().strip()
     except OSError:
         return None
-    return int(text) if text.isdigit() else None
+    return int(text) if text.isdecimal() else None
 
 
 def lock_is_held(path: Path) -> bool:

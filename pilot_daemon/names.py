@@ -125,7 +125,7 @@ def parse_endpoint(text: str, *, what: str, allow_key: bool = False,
             raise bad("an IPv6 address goes in brackets: [::1]:7000")
         if not (_is_ipv4(host) or _is_dns_name(host)):
             raise bad(f"{host!r} is not a host name or IPv4 address")
-    if not port_text.isdigit():
+    if not port_text.isdecimal():
         raise bad("the port must be a number")
     port = int(port_text)
     if not (0 if allow_port_zero else 1) <= port <= 65535:

@@ -21,10 +21,35 @@ ADDR = "3fa1:09bc:0000:0000:0000:0000:0000:0001"
 
 # Every command name of DESIGN 9.
 DESIGN_COMMANDS = {
-    "info", "find", "set-hostname", "clear-hostname", "context", "handshake", "pending",
-    "approve", "reject", "trust", "untrust", "send-message", "reply", "inbox", "send-file",
-    "received", "peers", "ping", "bench", "connect", "listen", "send", "recv", "publish",
-    "subscribe", "outbox", "rendezvous serve", "daemon start", "daemon stop",
+    "info",
+    "find",
+    "set-hostname",
+    "clear-hostname",
+    "context",
+    "handshake",
+    "pending",
+    "approve",
+    "reject",
+    "trust",
+    "untrust",
+    "send-message",
+    "reply",
+    "inbox",
+    "send-file",
+    "received",
+    "peers",
+    "ping",
+    "bench",
+    "connect",
+    "listen",
+    "send",
+    "recv",
+    "publish",
+    "subscribe",
+    "outbox",
+    "rendezvous serve",
+    "daemon start",
+    "daemon stop",
     "daemon status",
 }
 
@@ -78,8 +103,9 @@ def envelope(out: str) -> dict[str, Any]:
         ["--json"],
     ],
 )
-def test_usage_errors_exit_2_with_envelope(args: list[str],
-                                           capsys: pytest.CaptureFixture[str]) -> None:
+def test_usage_errors_exit_2_with_envelope(
+    args: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
     code, out, err = pilotctl(*args, capsys=capsys)
     assert code == 2
     body = envelope(out)
@@ -100,8 +126,13 @@ def test_usage_errors_in_human_mode_go_to_stderr(capsys: pytest.CaptureFixture[s
 
 def test_usage_error_in_a_real_process(tmp_path: Path) -> None:
     env = dict(os.environ, PILOT_HOME=str(tmp_path / "h"))
-    done = subprocess.run([sys.executable, "-m", "pilot_daemon", "info", "--nope", "--json"],
-                          capture_output=True, text=True, env=env, timeout=30)
+    done = subprocess.run(
+        [sys.executable, "-m", "pilot_daemon", "info", "--nope", "--json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=30,
+    )
     assert done.returncode == 2
     assert envelope(done.stdout)["code"] == "invalid_argument"
 
@@ -109,12 +140,22 @@ def test_usage_error_in_a_real_process(tmp_path: Path) -> None:
 # --- the daemon is not running ---
 
 
-@pytest.mark.parametrize("args", [["info"], ["pending"], ["trust"], ["inbox"], ["received"],
-                                  ["outbox"], ["peers"], ["send-message", "agent-b",
-                                                          "--data", "hi"],
-                                  ["daemon", "status"], ["daemon", "stop"]])
-def test_not_running_with_start_hint(args: list[str],
-                                     capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["info"],
+        ["pending"],
+        ["trust"],
+        ["inbox"],
+        ["received"],
+        ["outbox"],
+        ["peers"],
+        ["send-message", "agent-b", "--data", "hi"],
+        ["daemon", "status"],
+        ["daemon", "stop"],
+    ],
+)
+def test_not_running_with_start_hint(args: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = pilotctl("--json", *args, capsys=capsys)
     assert code == 1
     body = envelope(out)
@@ -138,22 +179,25 @@ def test_status_check_is_silent(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_invalid_json_is_invalid_argument_exit_1(capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = pilotctl("--json", "send-message", "agent-b", "--type", "json",
-                            "--data", "{not json", capsys=capsys)
+    code, out, _ = pilotctl(
+        "--json", "send-message", "agent-b", "--type", "json", "--data", "{not json", capsys=capsys
+    )
     assert code == 1
     body = envelope(out)
     assert body["code"] == "invalid_argument" and "JSON" in body["message"]
 
 
-def test_data_over_the_limit_is_too_large(capsys: pytest.CaptureFixture[str],
-                                          tmp_path: Path) -> None:
+def test_data_over_the_limit_is_too_large(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
     big = "x" * (MAX_MESSAGE_BYTES + 1)
     code, out, _ = pilotctl("--json", "send-message", "agent-b", "--data", big, capsys=capsys)
     assert code == 1 and envelope(out)["code"] == "too_large"
     path = tmp_path / "big.bin"
     path.write_bytes(b"\0" * (MAX_MESSAGE_BYTES + 1))
-    code, out, _ = pilotctl("--json", "send-message", "agent-b", "--file", str(path),
-                            "--type", "binary", capsys=capsys)
+    code, out, _ = pilotctl(
+        "--json", "send-message", "agent-b", "--file", str(path), "--type", "binary", capsys=capsys
+    )
     assert code == 1 and envelope(out)["code"] == "too_large"
     code, out, _ = pilotctl("--json", "reply", "abcd", "--data", big, capsys=capsys)
     assert code == 1 and envelope(out)["code"] == "too_large"
@@ -178,8 +222,9 @@ def test_data_over_the_limit_is_too_large(capsys: pytest.CaptureFixture[str],
         (["rendezvous", "serve", "--listen", "nowhere"], "invalid_argument"),
     ],
 )
-def test_value_errors_exit_1(args: list[str], code_: str,
-                             capsys: pytest.CaptureFixture[str]) -> None:
+def test_value_errors_exit_1(
+    args: list[str], code_: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     code, out, _ = pilotctl("--json", *args, capsys=capsys)
     assert code == 1
     assert envelope(out)["code"] == code_
@@ -223,10 +268,22 @@ def test_context_is_the_whole_schema(capsys: pytest.CaptureFixture[str]) -> None
 
     assert DESIGN_COMMANDS <= names(schema["commands"])
     assert schema["error_codes"] == [
-        "invalid_argument", "not_found", "already_exists", "not_running", "not_trusted",
-        "connection_failed", "timeout", "too_large", "key_changed", "internal"]
-    assert schema["exit_codes"] == {"0": "ok", "1": "error (see code)",
-                                    "2": "usage error (code invalid_argument)"}
+        "invalid_argument",
+        "not_found",
+        "already_exists",
+        "not_running",
+        "not_trusted",
+        "connection_failed",
+        "timeout",
+        "too_large",
+        "key_changed",
+        "internal",
+    ]
+    assert schema["exit_codes"] == {
+        "0": "ok",
+        "1": "error (see code)",
+        "2": "usage error (code invalid_argument)",
+    }
     send = next(c for c in schema["commands"] if c["name"] == "send-message")
     flags = {a["name"]: a for a in send["arguments"]}
     assert flags["--type"]["choices"] == ["text", "json", "binary"]
@@ -236,8 +293,13 @@ def test_context_is_the_whole_schema(capsys: pytest.CaptureFixture[str]) -> None
     daemon = next(c for c in schema["commands"] if c["name"] == "daemon")
     start = next(c for c in daemon["subcommands"] if c["name"] == "daemon start")
     assert {a["name"] for a in start["arguments"]} == {
-        "--hostname", "--rendezvous", "--listen", "--public", "--trust-auto-approve",
-        "--foreground"}
+        "--hostname",
+        "--rendezvous",
+        "--listen",
+        "--public",
+        "--trust-auto-approve",
+        "--foreground",
+    }
     assert [o["name"] for o in schema["global_options"]] == ["--json", "--version"]
     # Human mode prints the same schema, pretty.
     code, out, _ = pilotctl("context", capsys=capsys)
@@ -261,6 +323,31 @@ def test_info_path_imports_only_what_it_needs(tmp_path: Path) -> None:
         "print('HEAVY', heavy)\n"
     )
     env = dict(os.environ, PILOT_HOME=str(tmp_path / "h"))
-    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
-                          env=env, timeout=30)
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=30
+    )
     assert done.stdout.strip().splitlines()[-1] == "HEAVY []"
+
+
+def test_non_ascii_digits_in_a_port_are_a_usage_error_not_a_crash(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pilot_daemon",
+            "--json",
+            "daemon",
+            "start",
+            "--listen",
+            "127.0.0.1:³",
+            "--rendezvous",
+            "127.0.0.1:9",
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PILOT_HOME": str(tmp_path / "h")},
+        timeout=30,
+    )
+    assert "Traceback" not in result.stderr
+    assert result.returncode in (1, 2)
+    assert json.loads(result.stdout)["status"] == "error"
