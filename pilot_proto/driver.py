@@ -46,7 +46,7 @@ from .errors import (
     StreamResetError,
     StreamStateError,
 )
-from .events import Event, HandshakeCompleted, HandshakeFailed, SessionClosed
+from .events import Event, HandshakeCompleted, HandshakeFailed, PeerInfo, SessionClosed
 from .node import Node
 from .records import IdentityRecord
 from .transmit import Addr, Transmit
@@ -570,7 +570,7 @@ class Driver:
         pending._cleanup = lambda now: _forget(pings, challenge)
         return pending
 
-    def peer_info(self, address: str) -> Any:
+    def peer_info(self, address: str) -> PeerInfo:
         return self.node.peer_info(address)
 
     def close_peer(self, address: str, now: float) -> None:

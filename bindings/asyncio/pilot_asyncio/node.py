@@ -206,8 +206,7 @@ class Node:
         return rtt
 
     def peer_info(self, address: str) -> PeerInfo:
-        info: PeerInfo = self._driver.peer_info(address)
-        return info
+        return self._driver.peer_info(address)
 
     def close_peer(self, address: str) -> None:
         """Close the session with the peer; it is told."""

@@ -222,6 +222,12 @@ class Node:
             raise NodeClosed()
         self._foreign.append(call)
         self._async.send()
+        if self._driver.closed:  # closed meanwhile: the hub may never run the call
+            try:
+                self._foreign.remove(call)
+            except ValueError:
+                return  # it ran (or is running) after all
+            raise NodeClosed()
 
     def _wait(self, start: Callable[[float, Notify], Pending]) -> Any:
         """Start a driver operation and block this greenlet (or thread) until it completes."""
