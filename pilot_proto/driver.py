@@ -679,7 +679,7 @@ class Driver:
         `end`, our direction of the stream ends after it. A write the caller gives up
         part-way resets the stream: the peer must not take a truncated stream for whole."""
         if stream.error is not None:
-            raise stream.error
+            raise _copy_error(stream.error)
         if stream.end_queued:
             raise StreamStateError(f"stream {stream.stream_id} was ended; it takes no more data")
         pending = self._pending(
@@ -741,7 +741,7 @@ class Driver:
     def stream_end(self, stream: StreamState, now: float) -> None:
         """Half-close: our FIN goes after whatever writes are queued."""
         if stream.error is not None:
-            raise stream.error
+            raise _copy_error(stream.error)
         if stream.end_queued:
             return
         self.stream_write(stream, b"", True, now, None, _ignore)

@@ -85,9 +85,8 @@ class Node:
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._owner = -1
-        self._wake_r, self._wake_w = socket.socketpair()
-        self._wake_r.setblocking(False)
-        self._wake_w.setblocking(False)
+        self._wake_r: socket.socket | None = None
+        self._wake_w: socket.socket | None = None
 
     # ------------------------------------------------------------------ life cycle
 
@@ -109,6 +108,9 @@ class Node:
             return self
         host, port, sock = self._bind
         self._udp = UdpPort(open_socket(host, port, sock), self._driver)
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
         self._thread = threading.Thread(
             target=self._run, name=f"pilot-io {self.address[:9]}", daemon=True
         )
@@ -150,11 +152,11 @@ class Node:
 
     def _run(self) -> None:
         self._owner = threading.get_ident()
-        udp, driver = self._udp, self._driver
-        assert udp is not None
+        udp, driver, wake_r, wake_w = self._udp, self._driver, self._wake_r, self._wake_w
+        assert udp is not None and wake_r is not None and wake_w is not None
         selector = selectors.DefaultSelector()
         selector.register(udp.sock, selectors.EVENT_READ, True)
-        selector.register(self._wake_r, selectors.EVENT_READ, False)
+        selector.register(wake_r, selectors.EVENT_READ, False)
         calls = self._calls
         try:
             while not self._stopping:
@@ -166,7 +168,7 @@ class Node:
                         readable = True
                     else:
                         try:
-                            while self._wake_r.recv(4096):
+                            while wake_r.recv(4096):
                                 pass
                         except BlockingIOError:
                             pass
@@ -195,8 +197,8 @@ class Node:
             selector.close()
             if self._owns_socket:
                 udp.close()
-            self._wake_r.close()
-            self._wake_w.close()
+            wake_r.close()
+            wake_w.close()
             self._fail_queued_calls()
 
     def _fail_queued_calls(self) -> None:
@@ -210,12 +212,12 @@ class Node:
         if self._stopping or self._thread is None:
             raise NodeClosed()
         self._calls.append(call)
-        if not self._woken:
+        if not self._woken and self._wake_w is not None:
             self._woken = True
             try:
                 self._wake_w.send(b"\0")
-            except (BlockingIOError, OSError):
-                pass  # a byte is already waiting (or the node just closed)
+            except OSError:
+                pass  # the pipe is full, so the thread will wake (or the node just closed)
 
     def _submit(self, call: Callable[[float], T]) -> T:
         """Run `call(now)` on the I/O thread and return its result here."""
