@@ -187,7 +187,8 @@ class Connection:
         self._unconfirmed: set[bytes] = set()
         # Ids of messages delivered lately (carried into a successor): a sender that
         # restarted resends what it had no RECEIPT for; we answer instead of redelivering.
-        self._recent_ids: dict[bytes, None] = {}
+        self._recent_ids: set[bytes] = set()
+        self._recent_order: deque[bytes] = deque()
 
         # Grant our configured window at once (the protocol's initial credit is small).
         self._max_message_data_due = self._incoming.window.update_due()
@@ -432,7 +433,8 @@ class Connection:
             )
         fresh._schedule_messages()
         fresh._unconfirmed = set(self._unconfirmed)
-        fresh._recent_ids = dict(self._recent_ids)
+        fresh._recent_ids = set(self._recent_ids)
+        fresh._recent_order = deque(self._recent_order)
         if self._state is not ConnectionState.CLOSED:
             self._transition(ConnectionEvent.REPLACED)
         self._streams.entries.clear()
@@ -538,9 +540,13 @@ class Connection:
             if message_id not in self._unconfirmed:
                 self._control.reliable.append(b"\x04" + message_id)  # persisted already
             return
-        recent[message_id] = None
-        if len(recent) > _RECENT_MESSAGE_IDS:
-            del recent[next(iter(recent))]
+        # A set and a queue, not a dict used as a queue: popping a dict's oldest key
+        # costs time proportional to the keys deleted before it.
+        recent.add(message_id)
+        order = self._recent_order
+        order.append(message_id)
+        if len(order) > _RECENT_MESSAGE_IDS:
+            recent.discard(order.popleft())
         self._events.append(MessageReceived(self.address, message_id, content_type, data, reply_to))
         if self.config.auto_confirm:
             self._control.reliable.append(b"\x04" + message_id)
