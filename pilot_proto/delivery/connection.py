@@ -238,6 +238,8 @@ class Connection:
             stats["packets_received"] = self._packets_received
         if self._ack_only_sent:
             stats["ack_only_sent"] = self._ack_only_sent
+        if self._recovery.spurious_losses:
+            stats["spurious_losses"] = self._recovery.spurious_losses
         return stats
 
     @property

@@ -15,7 +15,7 @@ from typing import Any
 
 from .config import MESSAGE_ACCOUNTING_OVERHEAD
 from .flow import ReceiveWindow, SendCredit
-from .frames import MESSAGE_TYPES, message_frame_header
+from .frames import message_frame_header
 from .ranges import RangeSet
 from .varint import varint_size
 
@@ -320,7 +320,3 @@ class IncomingMessages:
                 self._deliver(
                     entry.message_id, entry.content_type, entry.assemble(), entry.reply_to
                 )
-
-    @staticmethod
-    def type_code(content_type: str) -> int:
-        return MESSAGE_TYPES.index(content_type)
