@@ -15,7 +15,6 @@ memory stays bounded (measured with tracemalloc, never with wall time).
 from __future__ import annotations
 
 import asyncio
-import os
 import tracemalloc
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -23,6 +22,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from node_harness import Lab
+from test_hostile_trust import NOW, control_plane
 
 from fuzz.mutations import Mutator
 from fuzz.scripted_peer import ScriptedPeer
@@ -304,26 +304,11 @@ def test_registrations_per_source_address_are_capped() -> None:
 
 def test_pending_trust_requests_are_bounded_and_justifications_cut(tmp_path: Path) -> None:
     from pilot_daemon import limits
-    from pilot_daemon.control import ControlPlane, DaemonFacts
-    from pilot_daemon.events import EventBus
-    from pilot_daemon.inbox import Inbox
-    from pilot_daemon.names import Endpoint
-    from pilot_daemon.network import PeerRecord, TrustRequestNote, UnavailableNetwork
-    from pilot_daemon.received import ReceivedFiles
-    from pilot_daemon.store import Store
+    from pilot_daemon.network import PeerRecord, TrustRequestNote
 
-    for sub in ("inbox", "received"):
-        (tmp_path / sub).mkdir()
-    now = 1_750_000_000.0
-    store = Store(tmp_path / "pilot.db")
-    control = ControlPlane(
-        identity=Identity.generate(os.urandom), store=store, inbox=Inbox(tmp_path / "inbox"),
-        received=ReceivedFiles(tmp_path / "received"), bus=EventBus(lambda: now),
-        network=UnavailableNetwork(),
-        facts=DaemonFacts(os.getpid(), now, "test", tmp_path, tmp_path / "api.sock",
-                          "127.0.0.1:1", Endpoint("127.0.0.1", 7000), False, False),
-        request_shutdown=lambda: None, clock=lambda: now,
-    )
+    control = control_plane(tmp_path)
+    store = control.store
+    now = NOW
     rng = SeededRandom(50).bytes
     requesters = [Identity.generate(rng) for _ in range(40)]
 
