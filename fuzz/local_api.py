@@ -50,7 +50,9 @@ class _Failures(logging.Handler):
         self.records.append(record)
 
 
-class _Daemon:
+class ScratchDaemon:
+    """A daemon's control plane and local API server on a scratch state dir, network off."""
+
     def __init__(self) -> None:
         self.root = Path(tempfile.mkdtemp(prefix="pf-api-"))
         atexit.register(shutil.rmtree, self.root, True)
@@ -109,13 +111,13 @@ class _Daemon:
         )
 
 
-_DAEMON: _Daemon | None = None
+_DAEMON: ScratchDaemon | None = None
 
 
-def _daemon() -> _Daemon:
+def _daemon() -> ScratchDaemon:
     global _DAEMON
     if _DAEMON is None:
-        _DAEMON = _Daemon()
+        _DAEMON = ScratchDaemon()
     return _DAEMON
 
 
