@@ -9,6 +9,7 @@ Works on the default loop and on uvloop; the library never installs uvloop itsel
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import socket
 import time
@@ -19,13 +20,14 @@ from typing import Any
 from pilot_proto import Identity, IdentityRecord, NodeConfig
 from pilot_proto import Node as CoreNode
 from pilot_proto.delivery import DatagramReceived, MessageReceived
-from pilot_proto.driver import RECEIVE_BATCH, RECEIVE_ROUNDS, Driver, Notify, Pending
+from pilot_proto.driver import RECEIVE_BATCH, RECEIVE_ROUNDS, Driver, Notify, Pending, UdpPort
 from pilot_proto.errors import NodeClosed
 from pilot_proto.events import Event, PeerInfo
 from pilot_proto.transmit import Addr
 
 from .stream import Stream
-from .udp import UdpPort, open_socket
+
+log = logging.getLogger("pilot_asyncio")
 
 # The core wants fine-grained monotonic seconds: uvloop's loop.time() has millisecond
 # resolution, too coarse for RTTs on a LAN.
@@ -54,8 +56,8 @@ class Node:
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.identity = identity
-        self._core = CoreNode(identity, config, rng=rng, wall_clock=wall_clock)
-        self._driver = Driver(self._core, auto_confirm=auto_confirm, on_event=on_event)
+        core = CoreNode(identity, config, rng=rng, wall_clock=wall_clock)
+        self._driver = Driver(core, auto_confirm=auto_confirm, on_event=on_event)
         self._bind = (host, port, sock)
         self._owns_socket = sock is None
         self._udp: UdpPort | None = None
@@ -84,7 +86,10 @@ class Node:
             return self
         host, port, sock = self._bind
         self._loop = asyncio.get_running_loop()
-        self._udp = UdpPort(open_socket(host, port, sock), self._driver)
+        driver = self._driver
+        self._udp = UdpPort.open(
+            socket, host, port, sock, driver.datagram_received, driver.stats, log
+        )
         self._loop.add_reader(self._udp.sock.fileno(), self._on_readable)
         return self
 
@@ -214,7 +219,7 @@ class Node:
 
     def stats(self) -> dict[str, int]:
         """The core's drop and event counters together with the binding's own."""
-        return {**self._core.stats, **self._driver.stats}
+        return self._driver.counters()
 
     # ------------------------------------------------------------------ messages
 

@@ -10,6 +10,7 @@ monkey-patching; the library never patches anything itself.
         node.send_message(record.address, b"hello")      # returns once receipted
 """
 
+from pilot_proto.driver import BlockingStream as Stream
 from pilot_proto.errors import (
     ConnectionFailed,
     ConnectionLost,
@@ -22,7 +23,6 @@ from pilot_proto.errors import (
 )
 
 from .node import Node
-from .stream import Stream
 
 __all__ = [
     "ConnectTimeout",

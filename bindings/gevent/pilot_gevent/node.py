@@ -10,10 +10,11 @@ and block on a real lock, since gevent's primitives are not thread-safe.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -22,18 +23,24 @@ import gevent.event  # type: ignore[import-untyped]
 from gevent import monkey
 from gevent import socket as gsocket
 
-from pilot_proto import Identity, IdentityRecord, NodeConfig
+from pilot_proto import Identity, NodeConfig
 from pilot_proto import Node as CoreNode
-from pilot_proto.delivery import DatagramReceived, MessageReceived
-from pilot_proto.driver import RECEIVE_BATCH, RECEIVE_ROUNDS, Driver, Notify, Pending
+from pilot_proto.driver import (
+    RECEIVE_BATCH,
+    RECEIVE_ROUNDS,
+    BlockingNode,
+    Driver,
+    Notify,
+    Pending,
+    UdpPort,
+)
 from pilot_proto.errors import NodeClosed
-from pilot_proto.events import Event, PeerInfo
+from pilot_proto.events import Event
 from pilot_proto.transmit import Addr
 
-from .stream import Stream
-from .udp import UdpPort, open_socket
-
 T = TypeVar("T")
+
+log = logging.getLogger("pilot_gevent")
 
 _monotonic = time.monotonic
 # The real thread primitives even under monkey-patching: a foreign OS thread must block
@@ -42,12 +49,13 @@ _get_ident: Callable[[], int] = monkey.get_original("_thread", "get_ident")
 _allocate_lock: Callable[[], Any] = monkey.get_original("_thread", "allocate_lock")
 
 
-class Node:
+class Node(BlockingNode):
     """A node bound to a UDP socket on the current thread's gevent hub.
 
     Blocking methods take `timeout` seconds (None waits as long as it takes) and raise a
     `PilotTimeout` subclass when it passes; killing a waiting greenlet (or a
     gevent.Timeout) is always safe. Use as a context manager, or `start()` and `close()`.
+    The calls are those of `pilot_proto.driver.BlockingNode`.
     """
 
     def __init__(
@@ -64,8 +72,8 @@ class Node:
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.identity = identity
-        self._core = CoreNode(identity, config, rng=rng, wall_clock=wall_clock)
-        self._driver = Driver(self._core, auto_confirm=auto_confirm, on_event=on_event)
+        core = CoreNode(identity, config, rng=rng, wall_clock=wall_clock)
+        self._driver = Driver(core, auto_confirm=auto_confirm, on_event=on_event)
         self._bind = (host, port, sock)
         self._owns_socket = sock is None
         self._udp: UdpPort | None = None
@@ -81,11 +89,6 @@ class Node:
     # ------------------------------------------------------------------ life cycle
 
     @property
-    def address(self) -> str:
-        """This node's address (DESIGN 3)."""
-        return self.identity.address
-
-    @property
     def endpoint(self) -> Addr:
         """The bound UDP endpoint, canonical (host, port)."""
         if self._udp is None:
@@ -97,7 +100,10 @@ class Node:
         if self._loop is not None:
             return self
         host, port, sock = self._bind
-        self._udp = UdpPort(open_socket(host, port, sock), self._driver)
+        driver = self._driver
+        self._udp = UdpPort.open(
+            gsocket, host, port, sock, driver.datagram_received, driver.stats, log
+        )
         self._owner = _get_ident()
         loop = self._loop = gevent.get_hub().loop
         self._reader = loop.io(self._udp.sock.fileno(), 1)
@@ -269,110 +275,3 @@ class Node:
             raise box[1]
         pending: Pending = box[0]
         return pending.outcome()
-
-    # ------------------------------------------------------------------ peers
-
-    def add_peer(
-        self, record: IdentityRecord, endpoints: Iterable[Sequence[Any]] = (),
-        *, trusted: bool = True,
-    ) -> None:
-        """Learn a peer from its identity record and the endpoints it may be reached at."""
-        endpoints = list(endpoints)
-        self._submit(lambda now: self._driver.add_peer(record, endpoints, trusted))
-
-    def connect(self, address: str, *, timeout: float | None = 10.0) -> None:
-        """Make a session with the peer (ConnectionFailed if that fails)."""
-        self._wait(lambda now, notify: self._driver.connect(address, now, timeout, notify))
-
-    def ping(self, address: str, *, timeout: float | None = 5.0) -> float:
-        """Round-trip time to the peer, in seconds."""
-        rtt: float = self._wait(
-            lambda now, notify: self._driver.ping(address, now, timeout, notify)
-        )
-        return rtt
-
-    def peer_info(self, address: str) -> PeerInfo:
-        info: PeerInfo = self._submit(lambda now: self._driver.peer_info(address))
-        return info
-
-    def close_peer(self, address: str) -> None:
-        """Close the session with the peer; it is told."""
-        self._submit(lambda now: self._driver.close_peer(address, now))
-
-    def stats(self) -> dict[str, int]:
-        """The core's drop and event counters together with the binding's own."""
-        return self._submit(lambda now: {**self._core.stats, **self._driver.stats})
-
-    # ------------------------------------------------------------------ messages
-
-    def send_message(
-        self,
-        address: str,
-        data: bytes,
-        *,
-        type: str = "text",
-        reply_to: bytes | None = None,
-        timeout: float | None = 30.0,
-    ) -> bytes:
-        """Send a message and return its id once the peer's application confirmed it
-        (DeliveryTimeout if it did not within `timeout`)."""
-        message_id: bytes = self._wait(
-            lambda now, notify: self._driver.send_message(
-                address, data, now, type, reply_to, timeout, notify
-            )
-        )
-        return message_id
-
-    def reply(
-        self, message: MessageReceived, data: bytes, *, type: str = "text",
-        timeout: float | None = 30.0,
-    ) -> bytes:
-        """Answer `message`: a message to its sender whose reply_to is its id."""
-        return self.send_message(
-            message.address, data, type=type, reply_to=message.message_id, timeout=timeout
-        )
-
-    def receive(self, *, timeout: float | None = None) -> MessageReceived:
-        """The next message from any peer (confirmed now if the node auto-confirms)."""
-        message: MessageReceived = self._wait(
-            lambda now, notify: self._driver.receive_message(now, timeout, notify)
-        )
-        return message
-
-    def messages(self) -> Iterator[MessageReceived]:
-        """Every message as it arrives, until the node closes."""
-        while True:
-            try:
-                yield self.receive()
-            except NodeClosed:
-                return
-
-    def confirm(self, message: MessageReceived) -> None:
-        """Tell the sender `message` is safely stored (only without auto_confirm)."""
-        self._submit(lambda now: self._driver.confirm(message, now))
-
-    def send_datagram(self, address: str, data: bytes) -> None:
-        """Unreliable and unconfirmed: delivered at most once."""
-        self._submit(lambda now: self._driver.send_datagram(address, data, now))
-
-    def receive_datagram(self, *, timeout: float | None = None) -> DatagramReceived:
-        datagram: DatagramReceived = self._wait(
-            lambda now, notify: self._driver.receive_datagram(now, timeout, notify)
-        )
-        return datagram
-
-    # ------------------------------------------------------------------ streams
-
-    def listen(self, port: int) -> None:
-        """Accept streams peers open to `port`."""
-        self._submit(lambda now: self._driver.listen(port))
-
-    def accept(self, port: int, *, timeout: float | None = None) -> Stream:
-        """The next stream a peer opened to `port` (after `listen(port)`)."""
-        state = self._wait(lambda now, notify: self._driver.accept(port, now, timeout, notify))
-        return Stream(self, state)
-
-    def open_stream(self, address: str, port: int) -> Stream:
-        """A new stream to the peer's `port`; the session is made if needed."""
-        state = self._submit(lambda now: self._driver.open_stream(address, port, now))
-        return Stream(self, state)

@@ -8,6 +8,7 @@ number of threads at once (each call is queued to the I/O thread, the core's one
         node.send_message(record.address, b"hello")      # returns once receipted
 """
 
+from pilot_proto.driver import BlockingStream as Stream
 from pilot_proto.errors import (
     ConnectionFailed,
     ConnectionLost,
@@ -20,7 +21,6 @@ from pilot_proto.errors import (
 )
 
 from .node import Node
-from .stream import Stream
 
 __all__ = [
     "ConnectTimeout",

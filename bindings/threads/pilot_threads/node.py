@@ -8,28 +8,35 @@ thread releases when the core has answered.
 
 from __future__ import annotations
 
+import logging
 import os
 import selectors
 import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any, TypeVar
 
-from pilot_proto import Identity, IdentityRecord, NodeConfig
+from pilot_proto import Identity, NodeConfig
 from pilot_proto import Node as CoreNode
-from pilot_proto.delivery import DatagramReceived, MessageReceived
-from pilot_proto.driver import RECEIVE_BATCH, RECEIVE_ROUNDS, Driver, Notify, Pending
+from pilot_proto.driver import (
+    RECEIVE_BATCH,
+    RECEIVE_ROUNDS,
+    BlockingNode,
+    Driver,
+    Notify,
+    Pending,
+    UdpPort,
+)
 from pilot_proto.errors import NodeClosed
-from pilot_proto.events import Event, PeerInfo
+from pilot_proto.events import Event
 from pilot_proto.transmit import Addr
 
-from .stream import Stream
-from .udp import UdpPort, log, open_socket
-
 T = TypeVar("T")
+
+log = logging.getLogger("pilot_threads")
 
 _monotonic = time.monotonic
 #: How often a blocked caller checks that the I/O thread is still alive.
@@ -53,12 +60,13 @@ class _Handoff:
         self.lock.release()
 
 
-class Node:
+class Node(BlockingNode):
     """A node bound to a UDP socket, driven by its own I/O thread.
 
     Every method may be called from any thread; the blocking ones take `timeout` seconds
     (None waits for as long as it takes) and raise a `PilotTimeout` subclass when it
-    passes. Use as a context manager, or call `start()` and `close()`.
+    passes. Use as a context manager, or call `start()` and `close()`. The calls are
+    those of `pilot_proto.driver.BlockingNode`.
     """
 
     def __init__(
@@ -75,8 +83,8 @@ class Node:
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.identity = identity
-        self._core = CoreNode(identity, config, rng=rng, wall_clock=wall_clock)
-        self._driver = Driver(self._core, auto_confirm=auto_confirm, on_event=on_event)
+        core = CoreNode(identity, config, rng=rng, wall_clock=wall_clock)
+        self._driver = Driver(core, auto_confirm=auto_confirm, on_event=on_event)
         self._bind = (host, port, sock)
         self._owns_socket = sock is None
         self._udp: UdpPort | None = None
@@ -91,11 +99,6 @@ class Node:
     # ------------------------------------------------------------------ life cycle
 
     @property
-    def address(self) -> str:
-        """This node's address (DESIGN 3)."""
-        return self.identity.address
-
-    @property
     def endpoint(self) -> Addr:
         """The bound UDP endpoint, canonical (host, port)."""
         if self._udp is None:
@@ -107,7 +110,10 @@ class Node:
         if self._thread is not None:
             return self
         host, port, sock = self._bind
-        self._udp = UdpPort(open_socket(host, port, sock), self._driver)
+        driver = self._driver
+        self._udp = UdpPort.open(
+            socket, host, port, sock, driver.datagram_received, driver.stats, log
+        )
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
@@ -278,110 +284,3 @@ class Node:
         while not box.lock.acquire(timeout=_LIVENESS_CHECK):
             if thread is None or not thread.is_alive():
                 raise NodeClosed("the node's I/O thread stopped")
-
-    # ------------------------------------------------------------------ peers
-
-    def add_peer(
-        self, record: IdentityRecord, endpoints: Iterable[Sequence[Any]] = (),
-        *, trusted: bool = True,
-    ) -> None:
-        """Learn a peer from its identity record and the endpoints it may be reached at."""
-        endpoints = list(endpoints)
-        self._submit(lambda now: self._driver.add_peer(record, endpoints, trusted))
-
-    def connect(self, address: str, *, timeout: float | None = 10.0) -> None:
-        """Make a session with the peer (ConnectionFailed if that fails)."""
-        self._wait(lambda now, notify: self._driver.connect(address, now, timeout, notify))
-
-    def ping(self, address: str, *, timeout: float | None = 5.0) -> float:
-        """Round-trip time to the peer, in seconds."""
-        rtt: float = self._wait(
-            lambda now, notify: self._driver.ping(address, now, timeout, notify)
-        )
-        return rtt
-
-    def peer_info(self, address: str) -> PeerInfo:
-        info: PeerInfo = self._submit(lambda now: self._driver.peer_info(address))
-        return info
-
-    def close_peer(self, address: str) -> None:
-        """Close the session with the peer; it is told."""
-        self._submit(lambda now: self._driver.close_peer(address, now))
-
-    def stats(self) -> dict[str, int]:
-        """The core's drop and event counters together with the binding's own."""
-        return self._submit(lambda now: {**self._core.stats, **self._driver.stats})
-
-    # ------------------------------------------------------------------ messages
-
-    def send_message(
-        self,
-        address: str,
-        data: bytes,
-        *,
-        type: str = "text",
-        reply_to: bytes | None = None,
-        timeout: float | None = 30.0,
-    ) -> bytes:
-        """Send a message and return its id once the peer's application confirmed it
-        (DeliveryTimeout if it did not within `timeout`)."""
-        message_id: bytes = self._wait(
-            lambda now, notify: self._driver.send_message(
-                address, data, now, type, reply_to, timeout, notify
-            )
-        )
-        return message_id
-
-    def reply(
-        self, message: MessageReceived, data: bytes, *, type: str = "text",
-        timeout: float | None = 30.0,
-    ) -> bytes:
-        """Answer `message`: a message to its sender whose reply_to is its id."""
-        return self.send_message(
-            message.address, data, type=type, reply_to=message.message_id, timeout=timeout
-        )
-
-    def receive(self, *, timeout: float | None = None) -> MessageReceived:
-        """The next message from any peer (confirmed now if the node auto-confirms)."""
-        message: MessageReceived = self._wait(
-            lambda now, notify: self._driver.receive_message(now, timeout, notify)
-        )
-        return message
-
-    def messages(self) -> Iterator[MessageReceived]:
-        """Every message as it arrives, until the node closes."""
-        while True:
-            try:
-                yield self.receive()
-            except NodeClosed:
-                return
-
-    def confirm(self, message: MessageReceived) -> None:
-        """Tell the sender `message` is safely stored (only without auto_confirm)."""
-        self._submit(lambda now: self._driver.confirm(message, now))
-
-    def send_datagram(self, address: str, data: bytes) -> None:
-        """Unreliable and unconfirmed: delivered at most once."""
-        self._submit(lambda now: self._driver.send_datagram(address, data, now))
-
-    def receive_datagram(self, *, timeout: float | None = None) -> DatagramReceived:
-        datagram: DatagramReceived = self._wait(
-            lambda now, notify: self._driver.receive_datagram(now, timeout, notify)
-        )
-        return datagram
-
-    # ------------------------------------------------------------------ streams
-
-    def listen(self, port: int) -> None:
-        """Accept streams peers open to `port`."""
-        self._submit(lambda now: self._driver.listen(port))
-
-    def accept(self, port: int, *, timeout: float | None = None) -> Stream:
-        """The next stream a peer opened to `port` (after `listen(port)`)."""
-        state = self._wait(lambda now, notify: self._driver.accept(port, now, timeout, notify))
-        return Stream(self, state)
-
-    def open_stream(self, address: str, port: int) -> Stream:
-        """A new stream to the peer's `port`; the session is made if needed."""
-        state = self._submit(lambda now: self._driver.open_stream(address, port, now))
-        return Stream(self, state)

@@ -1,4 +1,5 @@
-"""Driving a Node from real I/O without doing any: the logic every binding shares.
+"""The core's single owner, as every binding shares it: route events to waiters, decide
+when to wake.
 
 A binding (pilot_asyncio, pilot_gevent, pilot_threads) owns a UDP socket, a monotonic
 clock and one timer, and is the single owner of a `Driver`. It feeds what the socket
@@ -7,23 +8,16 @@ and arms its one timer at `next_wakeup()`. Application calls become `Pending` op
 that the driver completes when the core's events say so: a RECEIPT completes a send, a
 PONG a ping, room in a stream's send buffer resumes a write. A binding only turns a
 `Pending` into its own way of waiting (a future, a gevent event, a lock).
-
-Also here, because every binding needs them and none of them is I/O: canonical
-addresses (DESIGN 2), grouping datagrams for UDP GSO and splitting GRO reads, and the
-socket buffer check. The bindings' own `udp` modules make the system calls.
 """
 
 from __future__ import annotations
 
-import errno
 import heapq
-import ipaddress
-import sys
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from .delivery import (
+from ..delivery import (
     DatagramReceived,
     MessageDelivered,
     MessageReceived,
@@ -34,7 +28,7 @@ from .delivery import (
     StreamReset,
     StreamWritable,
 )
-from .errors import (
+from ..errors import (
     ConnectionFailed,
     ConnectionLost,
     ConnectTimeout,
@@ -46,241 +40,20 @@ from .errors import (
     StreamResetError,
     StreamStateError,
 )
-from .events import Event, HandshakeCompleted, HandshakeFailed, PeerInfo, SessionClosed
-from .node import Node
-from .records import IdentityRecord
-from .transmit import Addr, Transmit
+from ..events import Event, HandshakeCompleted, HandshakeFailed, PeerInfo, SessionClosed
+from ..node import Node
+from ..records import IdentityRecord
+from ..transmit import Addr, Transmit
+from .addresses import canonical_address
+from .pending import Notify, Pending, copy_error
 
-__all__ = [
-    "DATAGRAM_QUEUE_LIMIT",
-    "GSO_MAX_BYTES",
-    "GSO_MAX_SEGMENTS",
-    "GSO_REFUSED",
-    "RECEIVE_BATCH",
-    "RECEIVE_ROUNDS",
-    "SOCKET_BUFFER_SIZE",
-    "SOL_UDP",
-    "SO_RCVBUFFORCE",
-    "SO_SNDBUFFORCE",
-    "UDP_GRO",
-    "UDP_SEGMENT",
-    "Driver",
-    "Notify",
-    "Pending",
-    "SendCall",
-    "StreamState",
-    "buffer_shortfall",
-    "canonical_address",
-    "gso_ancillary",
-    "gso_batches",
-    "sendmsg_calls",
-    "socket_address",
-    "split_gro",
-]
+__all__ = ["DATAGRAM_QUEUE_LIMIT", "Driver", "StreamState"]
 
-# Linux socket options Python's socket module has no names for (DESIGN 5).
-SOL_UDP = 17
-UDP_SEGMENT = 103  # Linux 4.18: send one buffer as equal-size datagrams (u16 segment size)
-UDP_GRO = 104  # Linux 5.0: receive coalesced datagrams, segment size in a cmsg (int)
-SO_SNDBUFFORCE = 32  # like SO_SNDBUF, above net.core.wmem_max (needs CAP_NET_ADMIN)
-SO_RCVBUFFORCE = 33
-
-#: Receive and send buffer size every binding asks for: a burst at loopback speed fits.
-SOCKET_BUFFER_SIZE = 4 << 20
-#: The kernel's UDP_MAX_SEGMENTS (64 before Linux 6.x raised it) and a total below the
-#: largest UDP payload, so one GSO send is always accepted.
-GSO_MAX_SEGMENTS = 64
-GSO_MAX_BYTES = 65000
-#: Datagrams read per batch before the core sees them and ACKs go out; a wake-up reads
-#: up to RECEIVE_ROUNDS batches, so a busy socket cannot starve timers and callers.
-RECEIVE_BATCH = 256
-RECEIVE_ROUNDS = 16
 #: Unreliable datagrams kept for `receive_datagram`; the oldest go first beyond this.
 DATAGRAM_QUEUE_LIMIT = 1024
 #: A core timer that stays due after handle_timer is retried this much later, not at once.
 _STUCK_TIMER_DELAY = 0.001
 _ADDRESS_CACHE_LIMIT = 4096
-
-# ---------------------------------------------------------------------- addresses
-
-
-def canonical_address(raw: Sequence[Any]) -> Addr:
-    """DESIGN 2: `(host, port)` with IPv4-mapped IPv6 turned into IPv4 and a scope id kept
-    only on link-local addresses. Takes socket addresses (2- or 4-tuples) and user input;
-    a host that is not an IP address raises LocalProtocolError (resolve names first)."""
-    host, port = raw[0], raw[1]
-    if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= 0xFFFF:
-        raise LocalProtocolError(f"port {port!r} is not in 0-65535")
-    name, _, zone = str(host).partition("%")
-    try:
-        ip = ipaddress.ip_address(name)
-    except ValueError:
-        raise LocalProtocolError(
-            f"{host!r} is not an IP address; resolve host names before using them"
-        ) from None
-    if isinstance(ip, ipaddress.IPv6Address):
-        if ip.ipv4_mapped is not None:
-            return (str(ip.ipv4_mapped), port)
-        if ip.is_link_local:
-            # A socket gives the scope as a number (4th element); users may write "%eth0".
-            scope = str(raw[3]) if len(raw) > 3 and raw[3] else zone
-            if scope:
-                return (f"{ip.compressed}%{scope}", port)
-        return (ip.compressed, port)
-    return (str(ip), port)
-
-
-def socket_address(addr: Addr, ipv6_socket: bool) -> tuple[Any, ...] | None:
-    """The address to hand `sendto` on an AF_INET (False) or AF_INET6 socket (True);
-    None when the socket's family cannot reach it (IPv6 from an IPv4 socket)."""
-    host, port = addr
-    if ":" not in host:
-        # A dual-stack AF_INET6 socket reaches IPv4 through the mapped form.
-        return ("::ffff:" + host, port, 0, 0) if ipv6_socket else addr
-    if not ipv6_socket:
-        return None
-    name, _, zone = host.partition("%")
-    if zone.isdigit():
-        return (name, port, 0, int(zone))
-    return (host, port, 0, 0)  # an interface name: the socket module resolves it
-
-
-# ---------------------------------------------------------------------- GSO and GRO
-
-
-def gso_batches(
-    transmits: Sequence[Transmit],
-    max_segments: int = GSO_MAX_SEGMENTS,
-    max_bytes: int = GSO_MAX_BYTES,
-) -> list[tuple[Addr, int, list[bytes]]]:
-    """Group consecutive datagrams for UDP GSO: `(addr, segment_size, datagrams)` where
-    every datagram but the last has exactly `segment_size` bytes and the last is no
-    longer (the kernel's rule). Order is kept, so what the core queued goes out as queued."""
-    batches: list[tuple[Addr, int, list[bytes]]] = []
-    open_batch: list[bytes] | None = None
-    addr: Addr | None = None
-    size = total = 0
-    for transmit in transmits:
-        data = transmit.data
-        n = len(data)
-        if (
-            open_batch is not None
-            and transmit.addr == addr
-            and n <= size
-            and len(open_batch) < max_segments
-            and total + n <= max_bytes
-        ):
-            open_batch.append(data)
-            total += n
-            if n < size:
-                open_batch = None  # a shorter datagram ends the batch
-            continue
-        addr, size, total = transmit.addr, n, n
-        open_batch = [data]
-        batches.append((addr, size, open_batch))
-    return batches
-
-
-def gso_ancillary(segment_size: int) -> list[tuple[int, int, bytes]]:
-    """The `sendmsg` ancillary data asking the kernel to cut the buffer into datagrams of
-    `segment_size` bytes (UDP_SEGMENT, a native-endian u16)."""
-    return [(SOL_UDP, UDP_SEGMENT, segment_size.to_bytes(2, sys.byteorder))]
-
-
-#: What one `sendmsg` call takes: (socket address, buffers, ancillary data).
-SendCall = tuple[tuple[Any, ...], list[bytes], list[tuple[int, int, bytes]]]
-_NO_ANCILLARY: list[tuple[int, int, bytes]] = []
-
-
-def sendmsg_calls(
-    transmits: Sequence[Transmit], gso: bool, ipv6_socket: bool, stats: Counter[str]
-) -> list[SendCall]:
-    """The `sendmsg` calls that put `transmits` on the wire, in order: one per GSO batch
-    when `gso`, else one per datagram. Datagrams the socket's family cannot reach are
-    counted in `stats` and left out."""
-    calls: list[SendCall] = []
-    if gso and len(transmits) > 1:
-        for addr, size, datagrams in gso_batches(transmits):
-            target = socket_address(addr, ipv6_socket)
-            if target is None:
-                stats["send_unreachable_family"] += len(datagrams)
-            elif len(datagrams) == 1:
-                calls.append((target, datagrams, _NO_ANCILLARY))
-            else:
-                calls.append((target, datagrams, gso_ancillary(size)))
-        return calls
-    for transmit in transmits:
-        target = socket_address(transmit.addr, ipv6_socket)
-        if target is None:
-            stats["send_unreachable_family"] += 1
-        else:
-            calls.append((target, [transmit.data], _NO_ANCILLARY))
-    return calls
-
-
-#: errno values with which a kernel refuses a GSO send for good (no segmentation on
-#: the route's device, or a segment above its MTU): send datagrams one by one from then on.
-GSO_REFUSED = frozenset({errno.EINVAL, errno.EIO, errno.EOPNOTSUPP, errno.EMSGSIZE})
-
-
-def split_gro(data: bytes, ancdata: Iterable[tuple[int, int, bytes]]) -> list[bytes]:
-    """The datagrams in one GRO read: `data` cut at the segment size its cmsg names."""
-    for level, kind, value in ancdata:
-        if level == SOL_UDP and kind == UDP_GRO and len(value) >= 4:
-            size = int.from_bytes(value[:4], sys.byteorder)
-            if 0 < size < len(data):
-                return [data[i : i + size] for i in range(0, len(data), size)]
-    return [data]
-
-
-def buffer_shortfall(kind: str, requested: int, granted: int, option: str) -> str | None:
-    """A log line when the OS gave a smaller socket buffer than asked, else None.
-    Linux reports double the size it was given (the kernel's bookkeeping share)."""
-    if granted >= requested:
-        return None
-    return (
-        f"UDP {kind} buffer is {granted} bytes, less than the {requested} requested: the OS "
-        f"caps it (raise net.core.{option}, e.g. sysctl -w net.core.{option}={requested}); "
-        f"bursts may be dropped and retransmitted"
-    )
-
-
-# ---------------------------------------------------------------------- operations
-
-Notify = Callable[["Pending"], None]
-
-
-class Pending:
-    """One application call waiting for the core: a connect, a receipt, a pong, a message,
-    an incoming stream, data on a stream or room in its send buffer.
-
-    The driver sets `result` or `error`, then `done`, then calls the binding's `notify`
-    (on the owner, from inside a driver call). `outcome()` hands the caller the result
-    or raises the error."""
-
-    __slots__ = ("_cleanup", "_give_back", "_notify", "_on_timeout", "done", "error", "result")
-
-    def __init__(self, notify: Notify) -> None:
-        self._notify = notify
-        self.done = False
-        self.result: Any = None
-        self.error: BaseException | None = None
-        #: Undoes the registration when the caller gives up (timeout or cancellation).
-        self._cleanup: Callable[[float], None] | None = None
-        #: Puts a handed-out item back if the caller was cancelled before it saw it.
-        self._give_back: Callable[[], None] | None = None
-        self._on_timeout: Callable[[], BaseException] | None = None
-
-    def outcome(self) -> Any:
-        error = self.error
-        if error is None:
-            return self.result
-        # One error often fails many waiters (a closed session, a closed node): each
-        # caller gets its own copy, so no traceback mixes frames of several callers.
-        fresh = _copy_error(error)
-        if error.__traceback__ is not None:
-            raise fresh from error  # raised inside the core: show where
-        raise fresh
 
 
 class _Write:
@@ -378,24 +151,6 @@ class Driver:
                 cached = self._addresses[raw_addr] = canonical_address(raw_addr)
             addr = cached
         self.node.receive_datagram(data, addr, now)
-
-    def datagrams_received(
-        self,
-        data: bytes,
-        ancdata: Sequence[tuple[int, int, bytes]],
-        raw_addr: tuple[Any, ...],
-        now: float,
-    ) -> int:
-        """What one `recvmsg` returned: one datagram, or several coalesced by GRO.
-        Returns how many datagrams that was."""
-        if not ancdata:
-            self.datagram_received(data, raw_addr, now)
-            return 1
-        datagrams = split_gro(data, ancdata)
-        for datagram in datagrams:
-            self.datagram_received(datagram, raw_addr, now)
-        self.stats["gro_reads"] += 1
-        return len(datagrams)
 
     def poll(self, now: float) -> list[Transmit]:
         """Run what is due, route the core's events, and return the datagrams to send.
@@ -573,6 +328,10 @@ class Driver:
     def peer_info(self, address: str) -> PeerInfo:
         return self.node.peer_info(address)
 
+    def counters(self) -> dict[str, int]:
+        """The core's drop and event counters together with the binding's own."""
+        return {**self.node.stats, **self.stats}
+
     def close_peer(self, address: str, now: float) -> None:
         self._check_open()
         self.node.close_peer(address, now)
@@ -679,7 +438,7 @@ class Driver:
         `end`, our direction of the stream ends after it. A write the caller gives up
         part-way resets the stream: the peer must not take a truncated stream for whole."""
         if stream.error is not None:
-            raise _copy_error(stream.error)
+            raise copy_error(stream.error)
         if stream.end_queued:
             raise StreamStateError(f"stream {stream.stream_id} was ended; it takes no more data")
         pending = self._pending(
@@ -741,7 +500,7 @@ class Driver:
     def stream_end(self, stream: StreamState, now: float) -> None:
         """Half-close: our FIN goes after whatever writes are queued."""
         if stream.error is not None:
-            raise _copy_error(stream.error)
+            raise copy_error(stream.error)
         if stream.end_queued:
             return
         self.stream_write(stream, b"", True, now, None, _ignore)
@@ -976,14 +735,6 @@ class Driver:
 
 
 # ---------------------------------------------------------------------- helpers
-
-
-def _copy_error(error: BaseException) -> BaseException:
-    # Not copy.copy: it calls __init__ with `args`, which our exceptions' __init__ differ from.
-    fresh = type(error).__new__(type(error))
-    fresh.args = error.args
-    fresh.__dict__.update(error.__dict__)
-    return fresh
 
 
 def _timeout(what: str, timeout: float | None) -> Callable[[], BaseException]:
