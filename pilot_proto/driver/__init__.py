@@ -12,7 +12,7 @@ and the blocking API (DESIGN 1-2).
 from __future__ import annotations
 
 from .addresses import canonical_address, socket_address
-from .blocking import READ_SIZE, BlockingNode, BlockingStream
+from .blocking import READ_SIZE, BlockingNode, BlockingStream, Handoff, Lock
 from .owner import DATAGRAM_QUEUE_LIMIT, Driver, StreamState
 from .pending import Notify, Pending
 from .udp import (
@@ -56,6 +56,8 @@ __all__ = [
     "BlockingStream",
     "DatagramSocket",
     "Driver",
+    "Handoff",
+    "Lock",
     "Notify",
     "Pending",
     "SendCall",

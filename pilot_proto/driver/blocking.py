@@ -13,7 +13,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from ..delivery import DatagramReceived, MessageReceived
 from ..errors import NodeClosed
@@ -23,12 +23,68 @@ from ..records import IdentityRecord
 from .owner import Driver, StreamState
 from .pending import Notify, Pending
 
-__all__ = ["READ_SIZE", "BlockingNode", "BlockingStream"]
+__all__ = ["READ_SIZE", "BlockingNode", "BlockingStream", "Handoff", "Lock"]
 
 T = TypeVar("T")
 
 #: What `Stream.read` returns at most unless told otherwise.
 READ_SIZE = 1 << 20
+
+
+class Lock(Protocol):
+    """A lock of real OS threads (`threading.Lock`, or the original under gevent)."""
+
+    def acquire(self, blocking: bool = ..., timeout: float = ...) -> bool: ...
+    def release(self) -> None: ...
+
+
+class Handoff:
+    """A caller in one thread waiting for the core's owner in another.
+
+    The caller queues `call` or `start` to the owner and blocks in `wait`; the owner runs
+    it, and the lock is released exactly once: when the call returned, or when the
+    operation's Pending completed."""
+
+    __slots__ = ("_error", "_lock", "_result", "pending")
+
+    def __init__(self, lock: Lock) -> None:
+        lock.acquire()
+        self._lock = lock
+        self._result: Any = None
+        self._error: BaseException | None = None
+        self.pending: Pending | None = None
+
+    def call(self, call: Callable[[float], Any], now: float) -> None:
+        """On the owner: run a plain driver call."""
+        try:
+            self._result = call(now)
+        except BaseException as error:
+            self._error = error
+        self._lock.release()
+
+    def start(self, start: Callable[[float, Notify], Pending], now: float) -> None:
+        """On the owner: start a driver operation; its completion releases the caller.
+        `pending` is known from here on, so a caller that gives up can abandon it."""
+        try:
+            self.pending = start(now, self._notify)
+        except BaseException as error:
+            self._error = error
+            self._lock.release()
+
+    def _notify(self, pending: Pending) -> None:
+        self.pending = pending
+        self._lock.release()
+
+    def wait(self, timeout: float = -1) -> bool:
+        """In the caller: block until the owner answered (False if `timeout` passed)."""
+        return self._lock.acquire(True, timeout)
+
+    def outcome(self) -> Any:
+        if self._error is not None:
+            raise self._error
+        if self.pending is not None:
+            return self.pending.outcome()
+        return self._result
 
 
 class BlockingNode(ABC):

@@ -286,6 +286,18 @@ class UdpPort:
             self._log.debug("UDP receive error: %s", error)
         return count
 
+    def drain(
+        self, poll: Callable[[float], Sequence[Transmit]], clock: Callable[[], float]
+    ) -> None:
+        """Read everything the socket holds, a batch at a time, each batch followed by a
+        `poll` of the core whose datagrams (ACKs first of all) go out at once."""
+        for _ in range(RECEIVE_ROUNDS):
+            now = clock()
+            count = self.receive(RECEIVE_BATCH, now)
+            self.send(poll(now))
+            if count < RECEIVE_BATCH:
+                return
+
     def send(self, transmits: Sequence[Transmit]) -> None:
         """Send without blocking: a full send buffer drops (the core retransmits)."""
         stats = self._stats

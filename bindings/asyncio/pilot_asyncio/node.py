@@ -20,7 +20,7 @@ from typing import Any
 from pilot_proto import Identity, IdentityRecord, NodeConfig
 from pilot_proto import Node as CoreNode
 from pilot_proto.delivery import DatagramReceived, MessageReceived
-from pilot_proto.driver import RECEIVE_BATCH, RECEIVE_ROUNDS, Driver, Notify, Pending, UdpPort
+from pilot_proto.driver import Driver, Notify, Pending, UdpPort
 from pilot_proto.errors import NodeClosed
 from pilot_proto.events import Event, PeerInfo
 from pilot_proto.transmit import Addr
@@ -120,14 +120,8 @@ class Node:
     # ------------------------------------------------------------------ loop callbacks
 
     def _on_readable(self) -> None:
-        udp, driver = self._udp, self._driver
-        assert udp is not None
-        for _ in range(RECEIVE_ROUNDS):
-            now = _monotonic()
-            count = udp.receive(RECEIVE_BATCH, now)
-            udp.send(driver.poll(now))
-            if count < RECEIVE_BATCH:
-                break
+        assert self._udp is not None
+        self._udp.drain(self._driver.poll, _monotonic)
         self._arm_timer()
 
     def _on_timer(self) -> None:

@@ -25,15 +25,7 @@ from gevent import socket as gsocket
 
 from pilot_proto import Identity, NodeConfig
 from pilot_proto import Node as CoreNode
-from pilot_proto.driver import (
-    RECEIVE_BATCH,
-    RECEIVE_ROUNDS,
-    BlockingNode,
-    Driver,
-    Notify,
-    Pending,
-    UdpPort,
-)
+from pilot_proto.driver import BlockingNode, Driver, Handoff, Notify, Pending, UdpPort
 from pilot_proto.errors import NodeClosed
 from pilot_proto.events import Event
 from pilot_proto.transmit import Addr
@@ -146,14 +138,8 @@ class Node(BlockingNode):
     # ------------------------------------------------------------------ hub callbacks
 
     def _on_readable(self) -> None:
-        udp, driver = self._udp, self._driver
-        assert udp is not None
-        for _ in range(RECEIVE_ROUNDS):
-            now = _monotonic()
-            count = udp.receive(RECEIVE_BATCH, now)
-            udp.send(driver.poll(now))
-            if count < RECEIVE_BATCH:
-                break
+        assert self._udp is not None
+        self._udp.drain(self._driver.poll, _monotonic)
         self._arm_timer()
 
     def _on_timer(self) -> None:
@@ -189,6 +175,7 @@ class Node(BlockingNode):
         calls = self._foreign
         while calls:
             calls.popleft()()
+        self._kick()
 
     # ------------------------------------------------------------------ calling the core
 
@@ -204,24 +191,11 @@ class Node(BlockingNode):
             result = call(now)
             self._kick()
             return result
-        lock = _allocate_lock()
-        lock.acquire()
-        box: list[Any] = [None, None]
-
-        def run() -> None:
-            try:
-                box[0] = call(_monotonic())
-                self._kick()
-            except BaseException as error:
-                box[1] = error
-            lock.release()
-
-        self._post_foreign(run)
-        lock.acquire()
-        if box[1] is not None:
-            raise box[1]
-        result_: T = box[0]
-        return result_
+        handoff = Handoff(_allocate_lock())
+        self._post_foreign(lambda: handoff.call(call, _monotonic()))
+        handoff.wait()
+        outcome: T = handoff.outcome()
+        return outcome
 
     def _post_foreign(self, call: Callable[[], None]) -> None:
         if self._driver.closed:
@@ -253,25 +227,7 @@ class Node(BlockingNode):
         return pending.outcome()
 
     def _wait_foreign(self, start: Callable[[float, Notify], Pending]) -> Any:
-        lock = _allocate_lock()
-        lock.acquire()
-        box: list[Any] = [None, None]
-
-        def notify(pending: Pending) -> None:
-            box[0] = pending
-            lock.release()
-
-        def run() -> None:
-            try:
-                start(_monotonic(), notify)
-                self._kick()
-            except BaseException as error:
-                box[1] = error
-                lock.release()
-
-        self._post_foreign(run)
-        lock.acquire()
-        if box[1] is not None:
-            raise box[1]
-        pending: Pending = box[0]
-        return pending.outcome()
+        handoff = Handoff(_allocate_lock())
+        self._post_foreign(lambda: handoff.start(start, _monotonic()))
+        handoff.wait()
+        return handoff.outcome()

@@ -21,15 +21,7 @@ from typing import Any, TypeVar
 
 from pilot_proto import Identity, NodeConfig
 from pilot_proto import Node as CoreNode
-from pilot_proto.driver import (
-    RECEIVE_BATCH,
-    RECEIVE_ROUNDS,
-    BlockingNode,
-    Driver,
-    Notify,
-    Pending,
-    UdpPort,
-)
+from pilot_proto.driver import BlockingNode, Driver, Handoff, Notify, Pending, UdpPort
 from pilot_proto.errors import NodeClosed
 from pilot_proto.events import Event
 from pilot_proto.transmit import Addr
@@ -41,23 +33,6 @@ log = logging.getLogger("pilot_threads")
 _monotonic = time.monotonic
 #: How often a blocked caller checks that the I/O thread is still alive.
 _LIVENESS_CHECK = 1.0
-
-
-class _Handoff:
-    """One caller blocked until the I/O thread answers: a lock released exactly once."""
-
-    __slots__ = ("error", "lock", "pending", "result")
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.lock.acquire()
-        self.result: Any = None
-        self.error: BaseException | None = None
-        self.pending: Pending | None = None
-
-    def notify(self, pending: Pending) -> None:
-        self.pending = pending
-        self.lock.release()
 
 
 class Node(BlockingNode):
@@ -179,12 +154,7 @@ class Node(BlockingNode):
                         except BlockingIOError:
                             pass
                 if readable:
-                    for _ in range(RECEIVE_ROUNDS):
-                        now = _monotonic()
-                        count = udp.receive(RECEIVE_BATCH, now)
-                        if count < RECEIVE_BATCH:
-                            break
-                        udp.send(driver.poll(now))
+                    udp.drain(driver.poll, _monotonic)
                 # Calls queued by other threads; a caller that finds `_woken` set relies on
                 # this loop seeing its call, so clear it only with the queue found empty.
                 while True:
@@ -229,20 +199,10 @@ class Node(BlockingNode):
         """Run `call(now)` on the I/O thread and return its result here."""
         if threading.get_ident() == self._owner:
             return call(_monotonic())
-        box = _Handoff()
-
-        def run() -> None:
-            try:
-                box.result = call(_monotonic())
-            except BaseException as error:
-                box.error = error
-            box.lock.release()
-
-        self._post(run)
-        self._block(box)
-        if box.error is not None:
-            raise box.error
-        result: T = box.result
+        handoff = Handoff(threading.Lock())
+        self._post(lambda: handoff.call(call, _monotonic()))
+        self._block(handoff)
+        result: T = handoff.outcome()
         return result
 
     def _wait(self, start: Callable[[float, Notify], Pending]) -> Any:
@@ -251,36 +211,25 @@ class Node(BlockingNode):
             raise NodeClosed()
         if threading.get_ident() == self._owner:
             raise RuntimeError("blocking pilot calls cannot run on the node's own I/O thread")
-        box = _Handoff()
-
-        def run() -> None:
-            try:
-                start(_monotonic(), box.notify)
-            except BaseException as error:
-                box.error = error
-                box.lock.release()
-
-        self._post(run)
+        handoff = Handoff(threading.Lock())
+        self._post(lambda: handoff.start(start, _monotonic()))
         try:
-            self._block(box)
+            self._block(handoff)
         except BaseException:
             # Interrupted (KeyboardInterrupt): stop waiting without leaving a waiter behind.
             def give_up() -> None:
-                if box.pending is not None:
-                    self._driver.abandon(box.pending, _monotonic())
+                if handoff.pending is not None:
+                    self._driver.abandon(handoff.pending, _monotonic())
 
             try:
                 self._post(give_up)
             except NodeClosed:
                 pass
             raise
-        if box.error is not None:
-            raise box.error
-        assert box.pending is not None
-        return box.pending.outcome()
+        return handoff.outcome()
 
-    def _block(self, box: _Handoff) -> None:
+    def _block(self, handoff: Handoff) -> None:
         thread = self._thread
-        while not box.lock.acquire(timeout=_LIVENESS_CHECK):
+        while not handoff.wait(_LIVENESS_CHECK):
             if thread is None or not thread.is_alive():
                 raise NodeClosed("the node's I/O thread stopped")
