@@ -633,13 +633,11 @@ class Driver:
         return any_event
 
     def _on_message(self, event: MessageReceived, now: float) -> None:
-        waiters = self._message_waiters
-        while waiters:
-            pending = waiters.popleft()
-            if not pending.done:
-                self._hand_message(pending, event, False, now)
-                return
-        self._messages.append((event, False))
+        pending = _first_waiting(self._message_waiters)
+        if pending is None:
+            self._messages.append((event, False))
+        else:
+            self._hand_message(pending, event, False, now)
 
     def _on_delivered(self, event: MessageDelivered, now: float) -> None:
         entry = self._deliveries.pop(event.message_id, None)
@@ -652,12 +650,10 @@ class Driver:
             self._resolve(entry[1], event.rtt)
 
     def _on_datagram(self, event: DatagramReceived, now: float) -> None:
-        waiters = self._datagram_waiters
-        while waiters:
-            pending = waiters.popleft()
-            if not pending.done:
-                self._hand_datagram(pending, event)
-                return
+        pending = _first_waiting(self._datagram_waiters)
+        if pending is not None:
+            self._hand_datagram(pending, event)
+            return
         if len(self._datagrams) >= DATAGRAM_QUEUE_LIMIT:
             self._datagrams.popleft()
             self.stats["datagrams_dropped_unread"] += 1
@@ -689,14 +685,12 @@ class Driver:
     def _on_opened(self, event: StreamOpened, now: float) -> None:
         stream = StreamState(event.address, event.stream_id, event.port)
         self._streams[(event.address, event.stream_id)] = stream
-        waiters = self._accept_waiters.get(event.port)
         incoming = self._incoming.setdefault(event.port, deque())
-        while waiters:
-            pending = waiters.popleft()
-            if not pending.done:
-                self._hand_stream(pending, incoming, stream)
-                return
-        incoming.append(stream)
+        pending = _first_waiting(self._accept_waiters.get(event.port))
+        if pending is None:
+            incoming.append(stream)
+        else:
+            self._hand_stream(pending, incoming, stream)
 
     def _on_readable(self, event: StreamReadable, now: float) -> None:
         stream = self._streams.get((event.address, event.stream_id))
@@ -739,6 +733,15 @@ class Driver:
 
 def _timeout(what: str, timeout: float | None) -> Callable[[], BaseException]:
     return lambda: PilotTimeout(f"{what} within {timeout:g} s")
+
+
+def _first_waiting(waiters: deque[Pending] | None) -> Pending | None:
+    """The longest-waiting caller still waiting; callers who gave up are dropped."""
+    while waiters:
+        pending = waiters.popleft()
+        if not pending.done:
+            return pending
+    return None
 
 
 def _discard(waiters: deque[Pending] | list[Pending], pending: Pending) -> None:
