@@ -10,8 +10,11 @@ import asyncio
 import json
 from pathlib import Path
 
-from fuzz import local_api
+from fuzz import connection, local_api
+from fuzz import node as node_harness
+from fuzz.connection import join_records
 from pilot_daemon.httpserver import Request, Response, UnixHttpServer
+from pilot_proto.delivery.frames import Message, encode_payload
 
 
 async def _exchange(path: Path, data: bytes) -> bytes:
@@ -60,3 +63,26 @@ def test_content_length_with_superscript_digits_is_a_400(tmp_path: Path) -> None
 
 def test_content_length_with_superscript_digits_through_the_harness() -> None:
     local_api.test_one_input(CONTENT_LENGTH_SUPERSCRIPT)
+
+
+# fuzz/connection, after a few minutes: a MESSAGE frame (no data) claiming a total length
+# near 2**62 is taken as an oversized message to skip, which advances the message credit
+# space by that total; the next MAX_MESSAGE_DATA limit is then past the largest varint and
+# `payloads_to_send` raises VarintError. Through a Node, one packet from a peer with a
+# session (any client of a public rendezvous) makes `datagrams_to_send` raise.
+HUGE_TOTAL = encode_payload(0, [Message(0, bytes(16), "text", (1 << 62) - 256, 0, b"", None)])
+
+
+def test_a_message_claiming_a_huge_total_length_does_not_break_sending() -> None:
+    session = node_harness.Session()
+    session.node.receive_datagram(session.peer.seal(HUGE_TOTAL), node_harness.PEER_ADDR,
+                                  session.now)
+    session.node.datagrams_to_send(session.now)  # raised VarintError
+    session.advance(1.0)
+    session.check()
+    session.node.send_message(session.peer.address, b"still working", session.now)
+    assert session.node.datagrams_to_send(session.now)
+
+
+def test_a_message_claiming_a_huge_total_length_through_the_harness() -> None:
+    connection.test_one_input(join_records([HUGE_TOTAL]))
