@@ -100,6 +100,8 @@ class Node:
         self._handshakes_by_index: dict[int, Peer] = {}
         self._outbox: list[Transmit] = []
         self._dirty: set[Peer] = set()
+        #: Peers whose timer deadline must be recomputed; the others keep `peer.deadline`.
+        self._stale: set[Peer] = set()
         self._events: deque[Event] = deque()
         self._listening_ports: set[int] = set()
         self._bindings = BindingCache()
@@ -167,6 +169,7 @@ class Node:
         if peer.handshake is not None:
             self._handshakes_by_index.pop(peer.handshake.sender_index, None)
         self._dirty.discard(peer)
+        self._stale.discard(peer)
 
     def is_trusted(self, address: str) -> bool:
         peer = self._peers.get(address)
@@ -202,10 +205,16 @@ class Node:
         now: float,
         type: str = "text",
         reply_to: bytes | None = None,
+        *,
+        message_id: bytes | None = None,
     ) -> bytes:
-        """Queue a message for reliable, ordered, exactly-once delivery; returns its id."""
+        """Queue a message for reliable, ordered, exactly-once delivery; returns its id.
+
+        Pass `message_id` to resend a message under the id it already has (an outbox after
+        a restart): a receiver that has it answers with a receipt instead of a duplicate.
+        """
         return self._connection_for_send(address, now).send_message(
-            data, now, type=type, reply_to=reply_to
+            data, now, type=type, reply_to=reply_to, message_id=message_id
         )
 
     def confirm_persisted(self, address: str, message_id: bytes, now: float) -> None:
@@ -260,7 +269,7 @@ class Node:
         if peer.keys.sending is not None and peer.trusted:
             self._ensure_connection(peer, now).close(now, reason)
             peer.close_reason = reason
-            self._dirty.add(peer)
+            self._touch(peer)
         else:
             self._close_session(peer, reason, now, by_peer=False)
 
@@ -304,27 +313,45 @@ class Node:
         dirty, self._dirty = self._dirty, set()
         for peer in dirty:
             self._flush_peer(peer, now)
+        self._stale.update(dirty)
         out, self._outbox = self._outbox, []
         return out
 
     def get_timer(self) -> float | None:
-        session = self.config.session
+        # Bindings ask after every call; only peers touched since then are recomputed.
+        if self._stale:
+            for peer in self._stale:
+                peer.deadline = self._peer_deadline(peer)
+            self._stale.clear()
         deadline: float | None = None
         for peer in self._peers.values():
-            for t in (
-                peer.handshake_retry_at,
-                peer.keys.next_expiry(session.reject_after_time),
-                peer.connection.get_timer() if peer.connection is not None else None,
-            ):
-                if t is not None and (deadline is None or t < deadline):
-                    deadline = t
+            t = peer.deadline
+            if t is not None and (deadline is None or t < deadline):
+                deadline = t
         for pending in self._rendezvous.values():
             if deadline is None or pending.retry_at < deadline:
                 deadline = pending.retry_at
         return deadline
 
+    def _peer_deadline(self, peer: Peer) -> float | None:
+        deadline = peer.handshake_retry_at
+        expiry = peer.keys.next_expiry(self.config.session.reject_after_time)
+        if expiry is not None and (deadline is None or expiry < deadline):
+            deadline = expiry
+        if peer.connection is not None:
+            t = peer.connection.get_timer()
+            if t is not None and (deadline is None or t < deadline):
+                deadline = t
+        return deadline
+
+    def _touch(self, peer: Peer) -> None:
+        """The peer may have output to send and its timer may have moved."""
+        self._dirty.add(peer)
+        self._stale.add(peer)
+
     def handle_timer(self, now: float) -> None:
         session = self.config.session
+        self._stale.update(self._peers.values())
         for pending in list(self._rendezvous.values()):
             if now >= pending.retry_at:
                 self._retry_rendezvous(pending, now)
@@ -341,7 +368,7 @@ class Node:
                 if timer is not None and now >= timer:
                     connection.handle_timer(now)
                     self._drain(peer, now)
-                    self._dirty.add(peer)
+                    self._touch(peer)
 
     def next_event(self) -> Event | None:
         return self._events.popleft() if self._events else None
@@ -368,7 +395,7 @@ class Node:
         peer.last_received = now
         if kp.confirmed_at is None:
             peer.keys.confirm(kp, now)
-            self._dirty.add(peer)
+            self._touch(peer)
             self._announce_session(peer, initiator=False)
         if peer.path != addr and counter >= kp.replay.highest:
             # Roaming: the newest authenticated packet names the peer's current address.
@@ -384,7 +411,7 @@ class Node:
         connection = self._ensure_connection(peer, now)
         connection.receive_payload(payload, now)
         self._drain(peer, now)
-        self._dirty.add(peer)
+        self._touch(peer)
 
     def _under_load(self, now: float) -> bool:
         recent = self._recent_initiations
@@ -469,7 +496,7 @@ class Node:
         # Key confirmation (DESIGN 4): the responder may send only after hearing from us on
         # the new keys, so we always send at least a keepalive.
         peer.keepalive_due = True
-        self._dirty.add(peer)
+        self._touch(peer)
         peer.restart_unannounced = peer.restart_unannounced or restarted
         self._announce_session(peer, initiator=True)
 
@@ -594,7 +621,7 @@ class Node:
         peer.keepalive_due = True
         peer.restart_unannounced = peer.restart_unannounced or restarted
         peer.announced = True
-        self._dirty.add(peer)
+        self._touch(peer)
         event = RendezvousConnected(peer.address, pending.endpoint, proof.static_public)
         self._events.append(event)
 
@@ -657,7 +684,7 @@ class Node:
         peer.path = addr
         peer.last_received = now
         peer.restart_unannounced = peer.restart_unannounced or restarted
-        self._dirty.add(peer)
+        self._touch(peer)
         self._announce_session(peer, initiator=False)
 
     def _accept_peer(self, proof: PeerProof) -> Peer | None:
@@ -722,6 +749,7 @@ class Node:
             if target is not None:
                 self._outbox.append(Transmit(packet, target))
         peer.handshake_retry_at = now + self._retry_interval()
+        self._stale.add(peer)
         self.stats["initiations_sent"] += 1
 
     def _retry_handshake(self, peer: Peer, now: float) -> None:
@@ -779,6 +807,13 @@ class Node:
             replay_window=8192,
         )
         self._keypairs_by_index[local_index] = (peer, kp)
+        self._stale.add(peer)
+        if peer.recovering and peer.connection is not None:
+            # A fresh session after the peer went silent: resend what is in flight now
+            # instead of waiting out the backed-off probe timer.
+            peer.recovering = False
+            peer.connection.path_changed(now)
+            self._touch(peer)
         for old in peer.keys.add(kp):
             self._forget_keypair(old)
         return kp
@@ -863,6 +898,7 @@ class Node:
         peer.handshake = None
         peer.handshake_retry_at = peer.handshake_deadline = None
         peer.close_reason = None
+        self._stale.add(peer)
         if peer.connection is not None:
             # Queued traffic is dropped with the session; a later send starts afresh.
             peer.connection = None
@@ -880,6 +916,7 @@ class Node:
             self._events.append(event)
             if isinstance(event, PeerUnresponsive):
                 self.stats["peer_unresponsive"] += 1
+                peer.recovering = True
                 if peer.handshake is None and peer.trusted:
                     self._start_handshake(peer, now)
             elif isinstance(event, ConnectionClosed) and event.by_peer:
@@ -933,7 +970,7 @@ class Node:
     def _connection_for_send(self, address: str, now: float) -> Connection:
         peer = self._trusted_peer(address)
         connection = self._ensure_connection(peer, now)
-        self._dirty.add(peer)
+        self._touch(peer)
         if peer.keys.sending is None and peer.handshake is None:
             self._start_handshake(peer, now)
         return connection

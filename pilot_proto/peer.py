@@ -20,6 +20,7 @@ class Peer:
         "connection",
         "cookie_jar",
         "cookie_resent",
+        "deadline",
         "endpoints",
         "handshake",
         "handshake_deadline",
@@ -32,6 +33,7 @@ class Peer:
         "newest_initiation_ns",
         "path",
         "public_key",
+        "recovering",
         "restart_unannounced",
         "static_public",
         "trusted",
@@ -66,6 +68,10 @@ class Peer:
         self.instance_id: bytes | None = None
         self.connection: Connection | None = None
         self.keepalive_due = False
+        #: The delivery layer reported the peer unresponsive; the next session restarts it.
+        self.recovering = False
+        #: The earliest timer of this peer, as of the last `Node.get_timer`.
+        self.deadline: float | None = None
         #: Whether the application was told about the current session (HandshakeCompleted).
         self.announced = False
         self.restart_unannounced = False
