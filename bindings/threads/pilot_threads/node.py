@@ -153,6 +153,7 @@ class Node(BlockingNode):
                                 pass
                         except BlockingIOError:
                             pass
+                polled = readable
                 if readable:
                     udp.drain(driver.poll, _monotonic)
                 # Calls queued by other threads; a caller that finds `_woken` set relies on
@@ -160,10 +161,12 @@ class Node(BlockingNode):
                 while True:
                     while calls:
                         calls.popleft()()
+                        polled = False
                     self._woken = False
                     if not calls:
                         break
-                udp.send(driver.poll(_monotonic()))
+                if not polled:  # calls ran, or the timer is due
+                    udp.send(driver.poll(_monotonic()))
         except BaseException:
             log.exception("the pilot I/O thread failed; the node is closed")
             raise
