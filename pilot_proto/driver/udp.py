@@ -63,6 +63,7 @@ GSO_MAX_BYTES = 65000
 #: up to RECEIVE_ROUNDS batches, so a busy socket cannot starve timers and callers.
 RECEIVE_BATCH = 256
 RECEIVE_ROUNDS = 16
+_LINUX = sys.platform.startswith("linux")
 _READ_SIZE = 65535  # one read holds a whole UDP payload, or a GRO train of datagrams
 _CMSG_SPACE = 64
 
@@ -242,7 +243,6 @@ class UdpPort:
         if sock is None:
             family = sockets.AF_INET6 if ":" in host else sockets.AF_INET
             sock = sockets.socket(family, sockets.SOCK_DGRAM)
-            assert sock is not None
             try:
                 if family == sockets.AF_INET6 and host == "::":
                     sock.setsockopt(sockets.IPPROTO_IPV6, sockets.IPV6_V6ONLY, 0)
@@ -256,8 +256,9 @@ class UdpPort:
             (sockets.SO_SNDBUF, SO_SNDBUFFORCE, "send", "wmem_max"),
         ):
             _request_buffer(sock, sockets.SOL_SOCKET, option, force)
-            # Linux reports twice what it granted (its bookkeeping share): halve to compare.
-            granted = sock.getsockopt(sockets.SOL_SOCKET, option) // 2
+            granted = sock.getsockopt(sockets.SOL_SOCKET, option)
+            if _LINUX:
+                granted //= 2  # Linux reports twice what it granted (its bookkeeping share)
             warning = buffer_shortfall(kind, SOCKET_BUFFER_SIZE, granted, sysctl)
             if warning:
                 log.warning(warning)
@@ -322,7 +323,7 @@ class UdpPort:
 
 
 def _request_buffer(sock: DatagramSocket, level: int, option: int, force: int) -> None:
-    if sys.platform.startswith("linux"):
+    if _LINUX:
         try:  # as root the FORCE variant goes past the sysctl cap
             sock.setsockopt(level, force, SOCKET_BUFFER_SIZE)
             return
