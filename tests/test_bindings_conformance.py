@@ -218,3 +218,30 @@ def test_ipv6_and_dual_stack(binding: str, workers: Callable[[str], Worker]) -> 
     assert c.call("request", address=d.address, data="four")["data"] == "re:four"
     served.result(10)
     no_internal_errors(a, b, c, d)
+
+
+def kernel_has_udp_gso() -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.getsockopt(17, 103)  # SOL_UDP, UDP_SEGMENT
+            probe.setsockopt(17, 104, 1)  # UDP_GRO
+        except OSError:
+            return False
+    return True
+
+
+def test_gso_and_gro_carry_a_stream_of_small_datagrams(
+    binding: str, workers: Callable[[str], Worker]
+) -> None:
+    if not kernel_has_udp_gso():
+        pytest.skip("the kernel has no UDP GSO/GRO")
+    a = workers(binding).node(os.urandom(32), datagram_size=1200)
+    b = workers(binding).node(os.urandom(32), datagram_size=1200)
+    introduce(a, b)
+    b.call("listen", port=12)
+    served = b.start("stream_serve", port=12, count=1)
+    sent = a.call("stream_send", address=b.address, port=12, size=2 * MiB, seed=12)
+    assert sent["sha"] == sent["answer"] and served.result(30) == [sent["sha"]]
+    assert a.call("stats").get("gso_sends", 0) > 0  # trains of 1200-byte datagrams
+    assert b.call("stats").get("gro_reads", 0) > 0  # read back coalesced
+    no_internal_errors(a, b)

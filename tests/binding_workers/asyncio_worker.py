@@ -66,8 +66,11 @@ class AsyncioWorker:
 
     # ------------------------------------------------------------------ commands
 
-    async def op_start(self, seed: str, host: str = "127.0.0.1", port: int = 0) -> Any:
-        self.node = await Node(identity(seed), config(), host=host, port=port).start()
+    async def op_start(
+        self, seed: str, host: str = "127.0.0.1", port: int = 0, datagram_size: int | None = None
+    ) -> Any:
+        node = Node(identity(seed), config(datagram_size), host=host, port=port)
+        self.node = await node.start()
         return started(self.node)
 
     async def op_add_peer(self, record: str, endpoint: list[Any]) -> None:

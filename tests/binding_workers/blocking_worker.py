@@ -58,8 +58,11 @@ class BlockingWorker:
 
     # ------------------------------------------------------------------ commands
 
-    def op_start(self, seed: str, host: str = "127.0.0.1", port: int = 0) -> Any:
-        self.node = self.node_class(identity(seed), config(), host=host, port=port).start()
+    def op_start(
+        self, seed: str, host: str = "127.0.0.1", port: int = 0, datagram_size: int | None = None
+    ) -> Any:
+        node = self.node_class(identity(seed), config(datagram_size), host=host, port=port)
+        self.node = node.start()
         return started(self.node)
 
     def op_add_peer(self, record: str, endpoint: list[Any]) -> None:

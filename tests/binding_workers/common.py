@@ -23,11 +23,12 @@ from pilot_proto.delivery import DeliveryConfig
 _write_lock = threading.Lock()
 
 
-def config() -> NodeConfig:
-    """Short handshake retries so a lost initiation or a restart costs little test time."""
+def config(datagram_size: int | None = None) -> NodeConfig:
+    """Short handshake retries so a lost initiation or a restart costs little test time;
+    `datagram_size` forces the path MTU (no probing)."""
     return NodeConfig(
         session=replace(SessionConfig(), handshake_retry=0.5, handshake_give_up=20.0),
-        delivery=DeliveryConfig(),
+        delivery=DeliveryConfig(forced_datagram_size=datagram_size),
     )
 
 
