@@ -60,7 +60,10 @@ class ScratchDaemon:
             (self.root / sub).mkdir()
         self.socket = self.root / "api.sock"
         identity = Identity.from_private_bytes(bytes(range(32)))
-        clock = lambda: 1_750_000_000.0  # noqa: E731
+
+        def clock() -> float:
+            return 1_750_000_000.0
+
         self.control = ControlPlane(
             identity=identity,
             store=Store(self.root / "pilot.db"),

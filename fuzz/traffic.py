@@ -95,7 +95,7 @@ def _record(identity: Identity, hostname: str | None = None) -> IdentityRecord:
     return IdentityRecord.create(identity, hostname=hostname, sequence=1, expires_at=2**40)
 
 
-def _drain(node: Node) -> list[object]:
+def _drain(node: Node) -> list[Event]:
     events = []
     while (event := node.next_event()) is not None:
         events.append(event)
