@@ -239,7 +239,12 @@ class Node:
 
     def read_stream(self, address: str, stream_id: int, max_bytes: int = -1) -> bytes:
         """Take received stream data; flow-control credit goes back only as data is read."""
-        return self._existing_connection(address).read_stream(stream_id, max_bytes)
+        peer = self._trusted_peer(address)
+        data = self._existing_connection(address).read_stream(stream_id, max_bytes)
+        # Reading returns flow-control credit and may end the stream: send and tell now.
+        self._drain(peer, None)
+        self._touch(peer)
+        return data
 
     def stream_send_capacity(self, address: str, stream_id: int) -> int:
         return self._existing_connection(address).stream_send_capacity(stream_id)
@@ -908,7 +913,9 @@ class Node:
 
     # ------------------------------------------------------------------ helpers
 
-    def _drain(self, peer: Peer, now: float) -> None:
+    def _drain(self, peer: Peer, now: float | None) -> None:
+        """Move the connection's events to ours. `now` is None only from `read_stream`,
+        which cannot make a peer unresponsive or closed."""
         connection = peer.connection
         if connection is None:
             return
@@ -917,9 +924,9 @@ class Node:
             if isinstance(event, PeerUnresponsive):
                 self.stats["peer_unresponsive"] += 1
                 peer.recovering = True
-                if peer.handshake is None and peer.trusted:
+                if peer.handshake is None and peer.trusted and now is not None:
                     self._start_handshake(peer, now)
-            elif isinstance(event, ConnectionClosed) and event.by_peer:
+            elif isinstance(event, ConnectionClosed) and event.by_peer and now is not None:
                 self._close_session(peer, event.reason, now, by_peer=True)
                 return
 
