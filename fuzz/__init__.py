@@ -34,6 +34,7 @@ HARNESSES: tuple[str, ...] = (
     "connection",
     "node",
     "rendezvous_server",
+    "rendezvous_client",
     "local_api",
 )
 

@@ -6,7 +6,8 @@ receive path (stun_client.py).
   accessors of a decoded message never raise (values were validated while decoding);
 - a decoded message re-encodes and decodes to the same message;
 - the server never answers with more than 3x the request (DESIGN 6), whatever it gets;
-- a client with a pending transaction takes any datagram without raising.
+- a client with a pending transaction, and the NAT classifier, take any datagram
+  without raising.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from pilot_proto.stun import (
     is_stun,
     peek_header,
 )
-from pilot_proto.stun_client import StunClient
+from pilot_proto.stun_client import NatClassifier, StunClient
 from pilot_proto.stun_server import answer_binding, answer_binding_request
 
 if TYPE_CHECKING:
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
 
 _SOURCE = ("192.0.2.9", 5000)
 _SERVER = ("198.51.100.1", 7000)
+_ALTERNATE = ("198.51.100.2", 7001)
 _TID = bytes(range(12))
 
 
@@ -81,6 +83,13 @@ def test_one_input(data: bytes) -> None:
     client.start_binding(_SERVER, 0.0)
     client.receive_datagram(data, _SERVER, 0.1)
     client.next_result()
+    classifier = NatClassifier(_fixed_tid, _SERVER, alternate=_ALTERNATE)
+    classifier.start(0.0)
+    classifier.datagrams_to_send(0.0)
+    for source in (_SERVER, _ALTERNATE):
+        classifier.receive_datagram(data, source, 0.1)
+        classifier.datagrams_to_send(0.1)
+    classifier.result  # noqa: B018 - the property must not raise either
 
 
 def seeds(traffic: Traffic) -> list[bytes]:

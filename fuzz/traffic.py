@@ -272,7 +272,7 @@ def _http(traffic: Traffic) -> None:
     ]
 
 
-class _RvHost:
+class RvHost:
     """A Node with the rendezvous client or server on top, as the daemon runs them."""
 
     def __init__(self, node: Node, traffic: Traffic) -> None:
@@ -317,7 +317,9 @@ class _RvHost:
 
     def _route(self, event: Event, now: float) -> None:
         if isinstance(event, MessageReceived):
-            if self.server is not None:
+            if self.server is None and self.client is None:
+                pass  # a bare node (a harness plays the server): nothing to record
+            elif self.server is not None:
                 self.traffic.rendezvous_requests.append(event.data)
                 self._unpack_request(event.data)
             else:
@@ -342,7 +344,7 @@ def _rendezvous_traffic(traffic: Traffic, seed: int) -> None:
     server_node = Node(server_identity, NodeConfig(session=FAST, public=True),
                        rng=net.rng_for("rv"), wall_clock=net.wall_clock,
                        trust_policy=lambda address: True)
-    server = _RvHost(server_node, traffic)
+    server = RvHost(server_node, traffic)
     server.server = RendezvousServer(server_node, InMemoryRegistryStore(),
                                      wall_clock=net.wall_clock)
     net.add_host(server, server_addr)
@@ -352,7 +354,7 @@ def _rendezvous_traffic(traffic: Traffic, seed: int) -> None:
         addr = (f"192.0.2.{10 + i}", 5000 + i)
         node = Node(identity, NodeConfig(session=FAST), rng=net.rng_for(name),
                     wall_clock=net.wall_clock)
-        host = _RvHost(node, traffic)
+        host = RvHost(node, traffic)
         host.client = RendezvousClient(
             node, identity, server_addr, server_identity.static_public if pinned else None,
             hostname=name, public=False, candidates=[addr, ("2001:db8::1", 5000 + i)],
