@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-NOISE_VECTORS ?= ../shared/vectors/noise/cacophony_25519_AESGCM_SHA256.json
+NOISE_VECTORS ?= tests/vectors/noise/cacophony_25519_AESGCM_SHA256.json
 PYTEST_ARGS ?=
 
 .PHONY: install test lint vectors demo bench fuzz system-deps clean
