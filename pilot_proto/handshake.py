@@ -110,6 +110,14 @@ def parse_responder_payload(
     return PeerProof(address_from_public_key(public_key), public_key, remote_static, instance_id)
 
 
+def read_message(state: HandshakeState, message: bytes) -> bytes | None:
+    """The decrypted payload, or None for anything that is not a genuine next message."""
+    try:
+        return state.read_message(message)
+    except NoiseError:
+        return None
+
+
 def transport_keys(state: HandshakeState, initiator: bool) -> TransportKeys:
     """The two Split() keys, one per direction, seen from our side."""
     return _keys(state, initiator)
@@ -150,9 +158,8 @@ class OutgoingHandshake:
         self, noise_message: bytes, bindings: BindingCache
     ) -> tuple[PeerProof, TransportKeys] | None:
         """Keys and the responder's proof, or None if the response is not genuine."""
-        try:
-            payload = self._state.read_message(noise_message)
-        except NoiseError:
+        payload = read_message(self._state, noise_message)
+        if payload is None:
             return None
         proof = parse_responder_payload(payload, self._state.remote_static, bindings)
         if proof is None:
@@ -180,9 +187,8 @@ def read_initiation(
     state = HandshakeState(
         IK, initiator=False, prologue=PROLOGUE, s=identity.static_private_key, rng=rng
     )
-    try:
-        payload = state.read_message(noise_message)
-    except NoiseError:
+    payload = read_message(state, noise_message)
+    if payload is None:
         return None
     parsed = parse_initiator_payload(payload, state.remote_static, bindings)
     if parsed is None:

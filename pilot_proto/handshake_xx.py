@@ -16,6 +16,7 @@ from .handshake import (
     initiator_payload,
     parse_initiator_payload,
     parse_responder_payload,
+    read_message,
     responder_payload,
     transport_keys,
 )
@@ -43,9 +44,8 @@ class XXInitiator:
         self, noise_message: bytes, bindings: BindingCache, timestamp_ns: int, instance_id: bytes
     ) -> tuple[PeerProof, bytes, TransportKeys] | None:
         """Read message 2; returns the server's proof, our message 3 and the keys."""
-        try:
-            payload = self._state.read_message(noise_message)
-        except NoiseError:
+        payload = read_message(self._state, noise_message)
+        if payload is None:
             return None
         proof = parse_responder_payload(payload, self._state.remote_static, bindings)
         if proof is None:
@@ -88,9 +88,8 @@ class XXResponder:
     def finish(
         self, noise_message: bytes, bindings: BindingCache
     ) -> tuple[PeerProof, TransportKeys] | None:
-        try:
-            payload = self._state.read_message(noise_message)
-        except NoiseError:
+        payload = read_message(self._state, noise_message)
+        if payload is None:
             return None
         parsed = parse_initiator_payload(payload, self._state.remote_static, bindings)
         if parsed is None:
