@@ -17,15 +17,13 @@ from pilot_proto.simulator import LinkConditions, Network
 def show(who: str, event: Event) -> None:
     name = type(event).__name__
     if isinstance(event, MessageReceived):
-        print(
-            f"  [{who}] {name}: {event.data.decode()!r} (type {event.type}, id {event.message_id.hex()[:12]}…)"
-        )
+        short_id = event.message_id.hex()[:12]
+        print(f"  [{who}] {name}: {event.data.decode()!r} (type {event.type}, id {short_id}…)")
     elif isinstance(event, MessageDelivered):
         print(f"  [{who}] {name}: receipt for id {event.message_id.hex()[:12]}…")
     elif isinstance(event, HandshakeCompleted):
-        print(
-            f"  [{who}] {name}: session with {event.address} ({'initiator' if event.initiator else 'responder'})"
-        )
+        role = "initiator" if event.initiator else "responder"
+        print(f"  [{who}] {name}: session with {event.address} ({role})")
 
 
 def main() -> None:
@@ -66,9 +64,8 @@ def main() -> None:
     a.send_message(b_id.address, b"run subtask: analyze document X", net.now)
     for _ in range(20):
         pump(0.1)
-    print(
-        f"\nvirtual time {net.now:.2f} s; datagrams on the wire: {net.stats.sent}, lost: {net.stats.total_dropped}"
-    )
+    stats = net.stats
+    print(f"\nvirtual time {net.now:.2f} s; datagrams: {stats.sent}, lost: {stats.total_dropped}")
     print(f"agent-a stats: {dict(sorted((k, v) for k, v in a.stats.items() if v))}")
 
 
