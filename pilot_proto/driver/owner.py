@@ -97,13 +97,18 @@ class Driver:
         node: Node,
         *,
         auto_confirm: bool = True,
-        on_event: Callable[[Event], None] | None = None,
+        on_event: Callable[[Event], bool | None] | None = None,
     ) -> None:
         self.node = node
         #: Confirm a message (its RECEIPT goes back) when it is handed to the application.
         self.auto_confirm = auto_confirm and not node.config.delivery.auto_confirm
+        #: Sees every core event first; a true result consumes it (the driver does not
+        #: route it), so a second sans-IO object on the same node (a rendezvous client)
+        #: can take its own traffic before the application sees it.
         self.on_event = on_event
         self.closed = False
+        #: Timers of other sans-IO objects on this node: (get_timer, handle_timer).
+        self._timer_sources: list[tuple[Callable[[], float | None], Callable[[float], None]]] = []
         #: Binding-level counters (datagrams dropped on a full send buffer, GSO sends...).
         self.stats: Counter[str] = Counter()
         self._connects: dict[str, list[Pending]] = {}
@@ -159,6 +164,10 @@ class Driver:
         # The core's timer as of the last poll: operations since then only arm later ones.
         if self._core_timer is not None and self._core_timer <= now:
             node.handle_timer(now)
+        for get_timer, handle_timer in self._timer_sources:
+            due = get_timer()
+            if due is not None and due <= now:
+                handle_timer(now)
         if self._deadlines and self._deadlines[0][0] <= now:
             self._expire(now)
         if self._stale_deadlines > 1024 and 2 * self._stale_deadlines > len(self._deadlines):
@@ -178,6 +187,13 @@ class Driver:
             deadline = self._deadlines[0][0]
             if timer is None or deadline < timer:
                 timer = deadline
+        for get_timer, _ in self._timer_sources:
+            due = get_timer()
+            if due is not None:
+                if due <= now:
+                    due = now + _STUCK_TIMER_DELAY  # handled next wake-up, not in a spin
+                if timer is None or due < timer:
+                    timer = due
         self._wakeup = timer
         return out
 
@@ -192,6 +208,14 @@ class Driver:
     def next_wakeup(self) -> float | None:
         """When the binding's timer must call `poll` next (as of the last poll)."""
         return self._wakeup
+
+    def add_timer(
+        self, get_timer: Callable[[], float | None], handle_timer: Callable[[float], None]
+    ) -> None:
+        """Arm another sans-IO object's timer next to the core's: `poll` calls
+        `handle_timer(now)` once `get_timer()` is due and wakes for it. After calling that
+        object outside `poll`, the binding must poll again (its deadline may have moved)."""
+        self._timer_sources.append((get_timer, handle_timer))
 
     @staticmethod
     def timer_needs_rearm(armed: float | None, wanted: float | None) -> bool:
@@ -252,10 +276,14 @@ class Driver:
         reply_to: bytes | None,
         timeout: float | None,
         notify: Notify,
+        message_id: bytes | None = None,
     ) -> Pending:
-        """Queues the message; completes with its id once its RECEIPT arrives."""
+        """Queues the message; completes with its id once its RECEIPT arrives. Pass
+        `message_id` to send under an id the caller chose (e.g. one it already recorded)."""
         self._check_open()
-        message_id = self.node.send_message(address, data, now, type=type, reply_to=reply_to)
+        message_id = self.node.send_message(
+            address, data, now, type=type, reply_to=reply_to, message_id=message_id
+        )
         pending = self._pending(
             notify, now, timeout, lambda: DeliveryTimeout(address, message_id, timeout or 0.0)
         )
@@ -625,8 +653,8 @@ class Driver:
         any_event = False
         while (event := node.next_event()) is not None:
             any_event = True
-            if hook is not None:
-                hook(event)
+            if hook is not None and hook(event):
+                continue
             handler = handlers.get(type(event))
             if handler is not None:
                 handler(event, now)

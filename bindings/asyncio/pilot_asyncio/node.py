@@ -51,12 +51,18 @@ class Node:
         port: int = 0,
         sock: socket.socket | None = None,
         auto_confirm: bool = True,
-        on_event: Callable[[Event], None] | None = None,
+        on_event: Callable[[Event], bool | None] | None = None,
         rng: Callable[[int], bytes] = os.urandom,
         wall_clock: Callable[[], float] = time.time,
+        trust_policy: Callable[[str], bool] | None = None,
     ) -> None:
+        """`on_event` sees every core event first; returning True consumes it (the node
+        does not route it). `trust_policy(address)` goes to the core Node: it decides
+        for peers neither added with `add_peer` nor untrusted (e.g. a trust store)."""
         self.identity = identity
-        core = CoreNode(identity, config, rng=rng, wall_clock=wall_clock)
+        core = CoreNode(
+            identity, config, rng=rng, wall_clock=wall_clock, trust_policy=trust_policy
+        )
         self._driver = Driver(core, auto_confirm=auto_confirm, on_event=on_event)
         self._bind = (host, port, sock)
         self._owns_socket = sock is None
@@ -79,6 +85,26 @@ class Node:
         if self._udp is None:
             raise NodeClosed("the node is not started; call start() first")
         return self._udp.endpoint
+
+    @property
+    def core(self) -> CoreNode:
+        """The sans-IO core, for calls the binding does not wrap. Call it only on the
+        loop, and call `flush()` afterwards so what it queued goes out."""
+        return self._driver.node
+
+    def flush(self) -> None:
+        """Poll the core in this loop turn: send what direct core calls queued and re-arm
+        the timer (also for timers added with `add_timer`)."""
+        self._kick()
+
+    def add_timer(
+        self, get_timer: Callable[[], float | None], handle_timer: Callable[[float], None]
+    ) -> None:
+        """Arm another sans-IO object's timer next to the core's (e.g. a rendezvous
+        client on `core`): `handle_timer(now)` runs on the loop once `get_timer()` is
+        due. Call `flush()` after calling that object directly."""
+        self._driver.add_timer(get_timer, handle_timer)
+        self._kick()
 
     async def start(self) -> Node:
         """Bind the socket on the running loop. Returns the node."""
@@ -225,15 +251,17 @@ class Node:
         type: str = "text",
         reply_to: bytes | None = None,
         timeout: float | None = 30.0,
+        message_id: bytes | None = None,
     ) -> bytes:
         """Send a message and return its id once the peer's application confirmed it
-        (DeliveryTimeout if it did not within `timeout`)."""
-        message_id: bytes = await self._wait(
+        (DeliveryTimeout if it did not within `timeout`). `message_id` (16 bytes) sends
+        it under an id the caller chose; a receiver that has it already just receipts."""
+        sent_id: bytes = await self._wait(
             lambda now, notify: self._driver.send_message(
-                address, data, now, type, reply_to, timeout, notify
+                address, data, now, type, reply_to, timeout, notify, message_id
             )
         )
-        return message_id
+        return sent_id
 
     async def reply(
         self, message: MessageReceived, data: bytes, *, type: str = "text",
