@@ -395,15 +395,19 @@ class ControlPlane:
             sender, type, data, reply_to=str(original["id"]), wait=wait
         )
 
-    async def send_file(self, target: str, path: str, timeout: float) -> dict[str, Any]:
+    async def send_file(
+        self, target: str, path: str, timeout: float, name: str | None = None
+    ) -> dict[str, Any]:
         check_peer(target)
+        if name is not None and not 0 < len(name.encode()) <= 1024:
+            raise PilotctlError(ErrorCode.INVALID_ARGUMENT, "name must be 1-1024 bytes")
         file_path = Path(path)
         if not file_path.is_absolute():
             raise PilotctlError(ErrorCode.INVALID_ARGUMENT, f"{path}: give an absolute path")
         if not file_path.is_file():
             raise PilotctlError(ErrorCode.NOT_FOUND, f"no such file: {path}")
         peer = await self._resolve_trusted(target, timeout)
-        sent = await self.network.send_file(peer, file_path, timeout)
+        sent = await self.network.send_file(peer, file_path, timeout, name)
         return {"to": peer.address, "hostname": peer.hostname, "name": sent.name,
                 "bytes": sent.bytes, "sha256": sent.sha256, "delivered": True}
 

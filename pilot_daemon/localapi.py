@@ -143,6 +143,7 @@ class LocalApi:
         return await self.control.send_file(
             _text(body, "to"), _text(body, "path"),
             _number(body, "timeout", required=False) or 600.0,
+            _text(body, "name", required=False),
         )
 
     async def inbox_list(self, request: Request, params: dict[str, str]) -> object:

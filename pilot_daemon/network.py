@@ -16,8 +16,9 @@ The daemon binds the UDP socket itself and passes it in `NetworkConfig`, so a po
 use is reported the same way whatever network service runs, and `daemon stop` knows
 the port is released when the daemon closes it.
 
-`UnavailableNetwork` is what this build ships: every wire operation fails with
-`connection_failed`, saying the network service is not available in this build.
+`netservice.PilotNetwork` is the real one (`default_network_service`).
+`UnavailableNetwork` refuses every wire operation with `connection_failed`; it is kept
+for embedding the control plane without a network (tests, tools).
 """
 
 from __future__ import annotations
@@ -231,8 +232,11 @@ class NetworkService(Protocol):
         """Returns when the peer's RECEIPT arrives; PilotctlError(timeout) otherwise."""
         ...
 
-    async def send_file(self, peer: PeerRecord, path: Path, timeout: float) -> FileSent:
-        """Returns once the receiver has the whole file, hash-checked, on disk."""
+    async def send_file(
+        self, peer: PeerRecord, path: Path, timeout: float, name: str | None = None
+    ) -> FileSent:
+        """Returns once the receiver has the whole file, hash-checked, on disk. `name` is
+        the name the receiver is told (default: the file's own); it sanitizes it."""
         ...
 
     async def peers(self) -> list[PeerPath]: ...
@@ -308,7 +312,9 @@ class UnavailableNetwork:
     ) -> None:
         raise self._refuse("cannot send the message")
 
-    async def send_file(self, peer: PeerRecord, path: Path, timeout: float) -> FileSent:
+    async def send_file(
+        self, peer: PeerRecord, path: Path, timeout: float, name: str | None = None
+    ) -> FileSent:
         raise self._refuse("cannot send the file")
 
     async def peers(self) -> list[PeerPath]:
@@ -325,9 +331,8 @@ class UnavailableNetwork:
 
 
 def default_network_service() -> NetworkService:
-    """The network service `pilotctl daemon start` runs.
+    """The network service `pilotctl daemon start` runs: the Node on the asyncio binding
+    plus the rendezvous client (netservice.py)."""
+    from .netservice import PilotNetwork
 
-    Wiring the real one in (the Node on the asyncio binding plus the rendezvous client)
-    means returning it here; nothing else in the daemon changes.
-    """
-    return UnavailableNetwork()
+    return PilotNetwork()

@@ -148,11 +148,14 @@ class LoopbackNetwork:
                                   reply_to, time.time())
         await asyncio.wait_for(target._host().on_message(message), timeout)
 
-    async def send_file(self, peer: PeerRecord, path: Path, timeout: float) -> FileSent:
+    async def send_file(
+        self, peer: PeerRecord, path: Path, timeout: float, name: str | None = None
+    ) -> FileSent:
         target = self._peer(peer.address)
         data = path.read_bytes()
         digest = hashlib.sha256(data).hexdigest()
-        incoming = target._host().begin_file(self.address, path.name, len(data), digest)
+        incoming = target._host().begin_file(self.address, name or path.name, len(data),
+                                             digest)
         incoming.write(data)
         final = incoming.commit()
         await target._host().on_file(self.address, final, digest)

@@ -1,0 +1,917 @@
+"""The daemon's network service: a `pilot_asyncio.Node` plus a `RendezvousClient`.
+
+`PilotNetwork` implements `NetworkService` (network.py) on the daemon's event loop:
+
+- one core Node on the daemon's UDP socket (the asyncio binding drives it), whose trust
+  policy is the control plane's trust store, so a trusted peer that restarted or whose
+  address changed is answered without first being added again;
+- the rendezvous client on that same Node: it sees every node event first (the binding's
+  `on_event` hook) and takes the rendezvous server's traffic, and its timer is armed next
+  to the node's (`Node.add_timer`);
+- trust requests and answers as mailbox notes (DESIGN 8), pushed by the server;
+- messages: introduction through the rendezvous, `add_peer` and a Noise IK session,
+  then the message under the control plane's id; the RECEIPT goes back only after the
+  host wrote the inbox file (`auto_confirm=False`);
+- files, the benchmark and `connect`/`send`/`recv`/`listen` over streams (`transfer.py`).
+
+Timing (DESIGN 8, contract): `start` returns once registered, or fails within
+`START_TIMEOUT` with connection_failed (unreachable), already_exists (hostname taken) or
+key_changed (the pinned rendezvous key changed; the hint names the new HOST:PORT#KEY).
+A TRUST_ACCEPT arriving makes the host trust the peer and, here, a session with it is
+made at once, so the first message after `approve` finds it ready.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pilot_asyncio import Node
+
+from pilot_proto import DeliveryConfig, NodeConfig
+from pilot_proto.config import SessionConfig
+from pilot_proto.delivery import MessageReceived
+from pilot_proto.errors import (
+    ConnectionFailed,
+    ConnectTimeout,
+    DeliveryTimeout,
+    LocalProtocolError,
+    MessageTooLarge,
+    NodeClosed,
+    PeerNotTrusted,
+    PilotError,
+    PilotTimeout,
+    UnknownPeer,
+)
+from pilot_proto.events import Event, HandshakeCompleted, RendezvousConnected
+from pilot_proto.records import IdentityRecord
+from pilot_proto.rendezvous import (
+    ClientEvent,
+    Disconnected,
+    IntroductionReceived,
+    InvalidServerKey,
+    KeyChanged,
+    LookupResult,
+    NoteKind,
+    NoteReceived,
+    Registered,
+    RegistrationFailed,
+    RendezvousClient,
+    RequestDone,
+    RequestFailed,
+    decode_server_key,
+    encode_server_key,
+)
+
+from . import transfer
+from .errors import ErrorCode, PilotctlError
+from .inbox import IncomingMessage
+from .interfaces import local_candidates
+from .limits import MAX_MESSAGE_BYTES
+from .names import Endpoint
+from .network import (
+    FileSent,
+    NetworkConfig,
+    NetworkHost,
+    NetworkStatus,
+    PeerPath,
+    PeerRecord,
+    TrustAnswerNote,
+    TrustRequestNote,
+)
+
+log = logging.getLogger("pilot_daemon.network")
+
+__all__ = ["PilotNetwork"]
+
+T = TypeVar("T")
+
+#: `daemon start` fails with connection_failed when not registered within this long.
+START_TIMEOUT = 5.0
+#: An IK attempt to the pinned rendezvous key gives up after this long, so a changed key
+#: (the server silently drops IK to a key it does not hold) is seen well within
+#: START_TIMEOUT: the client then looks with XX at what the server presents.
+PINNED_GIVE_UP = 2.0
+#: Rendezvous requests a command waits on (lookups, notes, allow lists).
+REQUEST_TIMEOUT = 15.0
+#: Background session set-up (at start, after an accept, as an introduction's target).
+BACKGROUND_CONNECT_TIMEOUT = 15.0
+#: Concurrent background session set-ups.
+BACKGROUND_CONNECTS = 8
+#: How long `stop` waits for the server to take our empty locator.
+OFFLINE_NOTICE_TIMEOUT = 0.5
+#: Messages of every allowed type; anything else a peer sends is kept as binary.
+MESSAGE_TYPES = ("text", "json", "binary")
+
+
+def _node_config(floor_ns: int) -> NodeConfig:
+    return NodeConfig(
+        # Initiations retried every second (not every 5 s): a lost first packet costs a
+        # second, not five, and the rendezvous check at start stays within seconds.
+        session=SessionConfig(handshake_retry=1.0, handshake_jitter=0.2),
+        delivery=DeliveryConfig(
+            max_message_size=MAX_MESSAGE_BYTES + 64 * 1024,
+            message_receive_window=8 << 20,
+        ),
+        initiation_floor_ns=floor_ns,
+    )
+
+
+def _show(addr: tuple[str, int] | None) -> str | None:
+    if addr is None:
+        return None
+    host, port = addr[0], addr[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _label(peer: PeerRecord) -> str:
+    return f"{peer.hostname} ({peer.address})" if peer.hostname else peer.address
+
+
+def _rendezvous_error(code: str, message: str, what: str) -> PilotctlError:
+    """A rendezvous error code (or the client's timeout/connection_failed) as a DESIGN 9
+    error."""
+    if code in ErrorCode._value2member_map_:
+        return PilotctlError(code, f"{what}: {message}")
+    if code == "rate_limited":
+        return PilotctlError(ErrorCode.CONNECTION_FAILED, f"{what}: {message}",
+                             "the rendezvous limits requests per node; try again shortly")
+    return PilotctlError(ErrorCode.INTERNAL, f"{what}: {message} ({code})")
+
+
+class PilotNetwork:
+    """The real network service (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self._config: NetworkConfig | None = None
+        self._host: NetworkHost | None = None
+        self._node: Node | None = None
+        self._client: RendezvousClient | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._endpoint: tuple[str, int] | None = None
+        self._candidates: list[tuple[str, int]] = []
+        self._registered = False
+        self._detail: str | None = None
+        self._started: asyncio.Future[None] | None = None
+        self._requests: dict[int, asyncio.Future[ClientEvent]] = {}
+        self._records: dict[str, IdentityRecord] = {}
+        self._reasons: dict[str, str] = {}
+        self._connecting: dict[str, asyncio.Lock] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._background = asyncio.Semaphore(BACKGROUND_CONNECTS)
+        self._floor_saved = 0
+        self._server_message: asyncio.Event | None = None
+        self._stopping = False
+        self.ports = transfer.PortTable()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self, config: NetworkConfig, host: NetworkHost) -> None:
+        self._config, self._host = config, host
+        self._loop = loop = asyncio.get_running_loop()
+        self._floor_saved = config.handshake_floor_ns
+        endpoint = await _resolve(config.rendezvous, config.udp_socket.family)
+        key = _decode_key(config.rendezvous)
+        self._endpoint = endpoint
+        node = Node(
+            config.identity,
+            _node_config(config.handshake_floor_ns),
+            sock=config.udp_socket,
+            auto_confirm=False,
+            on_event=self._on_node_event,
+            trust_policy=self._trust_policy,
+        )
+        await node.start()
+        self._node = node
+        bound = config.udp_socket.getsockname()
+        self._candidates = local_candidates(
+            (bound[0], bound[1]), include_loopback=ipaddress.ip_address(endpoint[0]).is_loopback
+        )
+        client = RendezvousClient(
+            node.core,
+            config.identity,
+            endpoint,
+            key,
+            hostname=config.hostname,
+            public=config.public,
+            candidates=self._candidates,
+            rng=os.urandom,
+            wall_clock=time.time,
+            allow_list=host.trusted_keys(),
+        )
+        self._client = client
+        node.add_timer(client.get_timer, self._client_timer)
+        self._started = loop.create_future()
+        now = time.monotonic()
+        if key is not None:
+            # Opened here with a short give-up; the client's own connect then joins it.
+            node.core.connect_rendezvous(endpoint, key, now, give_up=PINNED_GIVE_UP)
+        client.start(now)
+        self._after_direct_call()
+        try:
+            await asyncio.wait_for(asyncio.shield(self._started), START_TIMEOUT)
+        except TimeoutError:
+            await self._shutdown(graceful=False)
+            raise PilotctlError(
+                ErrorCode.CONNECTION_FAILED,
+                f"the rendezvous at {_show(endpoint)} did not answer within "
+                f"{START_TIMEOUT:g} s",
+                "check that it runs (pilotctl rendezvous serve --listen HOST:PORT) and that "
+                "the address is right",
+            ) from None
+        except BaseException:
+            await self._shutdown(graceful=False)
+            raise
+        node.listen(transfer.SERVICE_PORT)
+        self._spawn(self._receive_loop())
+        self._spawn(self._accept_loop())
+        for address, public_key in host.trusted_keys().items():
+            # Peers we trust get a session at once: whoever restarted, the session is
+            # made again without anyone asking (DESIGN 8: trust is kept across restarts).
+            self._spawn(self._background_connect(PeerRecord(address, public_key)))
+
+    async def stop(self) -> None:
+        if self._stopping:
+            return
+        self._stopping = True
+        await self._shutdown(graceful=True)
+
+    async def _shutdown(self, *, graceful: bool) -> None:
+        node, client = self._node, self._client
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(BaseException):
+                await task
+        self.ports.close()
+        if node is None:
+            return
+        if client is not None and graceful and self._registered:
+            # Tell the server we are gone (an empty locator), so a peer asking for us now
+            # hears "not online" at once instead of timing out on our old address.
+            self._server_message = asyncio.Event()
+            with contextlib.suppress(PilotError):
+                client.set_candidates((), time.monotonic())
+                self._after_direct_call()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._server_message.wait(), OFFLINE_NOTICE_TIMEOUT)
+        if client is not None:
+            client.close(time.monotonic())
+        self._save_floor()
+        for future in list(self._requests.values()):
+            if not future.done():
+                future.set_exception(PilotctlError(ErrorCode.CONNECTION_FAILED,
+                                                   "the daemon is stopping"))
+        await node.close(graceful=graceful)
+
+    def status(self) -> NetworkStatus:
+        return NetworkStatus(
+            available=True,
+            registered=self._registered,
+            nat_type=None,
+            candidates=[text for text in map(_show, self._candidates) if text],
+            detail=self._detail,
+        )
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _require(self) -> tuple[Node, RendezvousClient, NetworkHost]:
+        if self._node is None or self._client is None or self._host is None:
+            raise PilotctlError(ErrorCode.CONNECTION_FAILED, "the network service is not running")
+        return self._node, self._client, self._host
+
+    def _trust_policy(self, address: str) -> bool:
+        host = self._host
+        return host is not None and address in host.trusted_keys()
+
+    def _after_direct_call(self) -> None:
+        """After calling the client or the core directly: route what the client has for
+        us, and let the binding send what was queued and re-arm its timer."""
+        self._pump()
+        if self._node is not None:
+            self._node.flush()
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("network task failed", exc_info=task.exception())
+
+    def _on_node_event(self, event: Event) -> bool:
+        """Every core event, before the binding routes it: the client takes its own."""
+        client = self._client
+        if client is None:
+            return False
+        now = time.monotonic()
+        if isinstance(event, HandshakeCompleted | RendezvousConnected):
+            self._save_floor()
+        if (
+            self._server_message is not None
+            and isinstance(event, MessageReceived)
+            and event.address == client.server_address
+        ):
+            self._server_message.set()
+        consumed = client.handle_event(event, now)
+        if consumed:
+            self._pump()
+        elif isinstance(event, HandshakeCompleted):
+            self._reasons.pop(event.address, None)
+        return consumed
+
+    def _client_timer(self, now: float) -> None:
+        assert self._client is not None
+        self._client.handle_timer(now)
+        self._pump()
+
+    def _pump(self) -> None:
+        client = self._client
+        if client is None:
+            return
+        while (event := client.next_event()) is not None:
+            try:
+                self._on_client_event(event)
+            except Exception:
+                log.exception("handling %s failed", type(event).__name__)
+
+    def _on_client_event(self, event: ClientEvent) -> None:
+        if isinstance(event, LookupResult | RequestDone | RequestFailed):
+            self._answer(event.request_id, event)
+        elif isinstance(event, IntroductionReceived):
+            if event.request_id is not None:
+                self._answer(event.request_id, event)
+            else:
+                self._spawn(self._introduced(event))
+        elif isinstance(event, NoteReceived):
+            self._spawn(self._on_note(event))
+        elif isinstance(event, Registered):
+            self._on_registered(event)
+        elif isinstance(event, RegistrationFailed):
+            self._registered = False
+            error = self._registration_error(event)
+            self._detail = error.message
+            if not self._start_failed(error):
+                log.error("the rendezvous refused our registration: %s", error.message)
+        elif isinstance(event, KeyChanged):
+            self._registered = False
+            error = self._key_changed_error(event)
+            self._detail = error.message
+            if not self._start_failed(error):
+                log.error("%s (%s)", error.message, error.hint)
+        elif isinstance(event, Disconnected):
+            self._registered = False
+            self._detail = event.reason
+            log.warning("rendezvous: %s", event.reason)
+
+    def _answer(self, request_id: int, event: ClientEvent) -> None:
+        future = self._requests.pop(request_id, None)
+        if future is not None and not future.done():
+            future.set_result(event)
+
+    def _start_failed(self, error: PilotctlError) -> bool:
+        started = self._started
+        if started is not None and not started.done():
+            started.set_exception(error)
+            return True
+        return False
+
+    def _on_registered(self, event: Registered) -> None:
+        assert self._config is not None and self._host is not None
+        first = not self._registered and self._detail is None
+        self._registered = True
+        self._detail = None
+        if self._config.rendezvous.key is None:
+            key = encode_server_key(event.static_key)
+            self._host.on_rendezvous_key(key)  # pinned for every later start
+        log.info("registered at the rendezvous %s as %s (seen from %s)",
+                 _show(self._endpoint), self._config.identity.address, _show(event.observed))
+        started = self._started
+        if started is not None and not started.done():
+            started.set_result(None)
+        elif not first:
+            log.info("registered again after a reconnection")
+
+    def _registration_error(self, event: RegistrationFailed) -> PilotctlError:
+        assert self._config is not None
+        hostname = self._config.hostname
+        if event.code == "already_exists":
+            return PilotctlError(
+                ErrorCode.ALREADY_EXISTS,
+                f"the hostname {hostname} is registered to another node at the rendezvous",
+                "choose another name with --hostname NAME (a name stays with the first key "
+                "that claimed it for 30 days after its last renewal)",
+            )
+        return _rendezvous_error(event.code, event.message, "the rendezvous refused us")
+
+    def _key_changed_error(self, event: KeyChanged) -> PilotctlError:
+        assert self._endpoint is not None
+        new = f"{_show(event.endpoint)}#{encode_server_key(event.presented)}"
+        return PilotctlError(
+            ErrorCode.KEY_CHANGED,
+            f"the rendezvous at {_show(event.endpoint)} presents the key "
+            f"{encode_server_key(event.presented)}, not the pinned "
+            f"{encode_server_key(event.pinned)}",
+            f"if its operator confirms the new key, start with --rendezvous {new}",
+        )
+
+    def _save_floor(self) -> None:
+        node, host = self._node, self._host
+        if node is None or host is None:
+            return
+        floor = node.core.initiation_floor
+        if floor > self._floor_saved:
+            self._floor_saved = floor
+            try:
+                host.on_handshake_floor(floor)
+            except Exception:
+                log.exception("could not save the handshake floor")
+
+    async def _ask(self, start: Callable[[RendezvousClient, float], int], what: str,
+                   timeout: float = REQUEST_TIMEOUT) -> ClientEvent:
+        """Submit one rendezvous request and wait for its answer."""
+        _, client, _ = self._require()
+        assert self._loop is not None
+        try:
+            request_id = start(client, time.monotonic())
+        except LocalProtocolError as exc:
+            raise PilotctlError(ErrorCode.INVALID_ARGUMENT, f"{what}: {exc}") from None
+        future: asyncio.Future[ClientEvent] = self._loop.create_future()
+        self._requests[request_id] = future
+        self._after_direct_call()
+        try:
+            event = await asyncio.wait_for(future, max(timeout, 0.0))
+        except TimeoutError:
+            raise PilotctlError(
+                ErrorCode.TIMEOUT if self._registered else ErrorCode.CONNECTION_FAILED,
+                f"{what}: the rendezvous did not answer within {timeout:g} s",
+                None if self._registered else f"not connected to the rendezvous: {self._detail}",
+            ) from None
+        finally:
+            self._requests.pop(request_id, None)
+        if isinstance(event, RequestFailed):
+            raise _rendezvous_error(event.code, event.message, what)
+        return event
+
+    # ------------------------------------------------------------------ names
+
+    async def lookup(self, target: str) -> PeerRecord:
+        try:
+            event = await self._ask(lambda c, now: c.lookup(target, now), f"look up {target}")
+        except PilotctlError as exc:
+            if exc.code is ErrorCode.NOT_FOUND:
+                raise PilotctlError(
+                    ErrorCode.NOT_FOUND,
+                    f"no node named {target} is registered at the rendezvous",
+                    "check the spelling; a node claims its name with `pilotctl daemon start "
+                    "--hostname NAME` (or give its node address)",
+                ) from None
+            raise
+        assert isinstance(event, LookupResult)
+        record = event.record
+        self._records[record.address] = record
+        return PeerRecord(record.address, record.public_key, record.hostname)
+
+    async def register_hostname(self, hostname: str | None) -> None:
+        try:
+            await self._ask(lambda c, now: c.set_hostname(hostname, now),
+                            f"claim the hostname {hostname}" if hostname else
+                            "release the hostname")
+        except PilotctlError as exc:
+            if exc.code is ErrorCode.ALREADY_EXISTS:
+                raise PilotctlError(
+                    ErrorCode.ALREADY_EXISTS,
+                    f"the hostname {hostname} is registered to another node",
+                    "choose another name",
+                ) from None
+            raise
+
+    async def publish_allow_list(self, addresses: Sequence[str]) -> None:
+        await self._ask(lambda c, now: c.publish_allow_list(list(addresses), now),
+                        "publish the allow list")
+
+    # ------------------------------------------------------------------ trust notes
+
+    async def _record_for(self, peer: PeerRecord) -> IdentityRecord:
+        """The peer's verified identity record (its X25519 key seals notes to it)."""
+        record = self._records.get(peer.address)
+        if record is None or record.public_key != peer.public_key:
+            found = await self.lookup(peer.address)
+            record = self._records[found.address]
+        if record.public_key != peer.public_key:
+            raise PilotctlError(
+                ErrorCode.KEY_CHANGED,
+                f"the rendezvous holds another key for {peer.address}",
+            )
+        return record
+
+    async def send_trust_request(
+        self, peer: PeerRecord, request_id: str, justification: str | None
+    ) -> None:
+        assert self._config is not None
+        if peer.address == self._config.identity.address:
+            raise PilotctlError(ErrorCode.INVALID_ARGUMENT, "that is this node's own address")
+        record = await self._record_for(peer)
+        await self._ask(
+            lambda c, now: c.post_note(record, NoteKind.TRUST_REQUEST,
+                                       bytes.fromhex(request_id), justification, now),
+            f"send the trust request to {_label(peer)}",
+        )
+
+    async def send_trust_answer(self, peer: PeerRecord, request_id: str, accept: bool) -> None:
+        record = await self._record_for(peer)
+        kind = NoteKind.TRUST_ACCEPT if accept else NoteKind.TRUST_REJECT
+        await self._ask(
+            lambda c, now: c.post_note(record, kind, bytes.fromhex(request_id), None, now),
+            f"answer {_label(peer)}",
+        )
+
+    async def _on_note(self, event: NoteReceived) -> None:
+        _, _, host = self._require()
+        note, sender_record = event.note, event.sender_record
+        if sender_record is not None:
+            self._records[sender_record.address] = sender_record
+        sender = PeerRecord(
+            note.sender, note.sender_public_key,
+            sender_record.hostname if sender_record is not None else None,
+        )
+        request_id = note.request_id.hex()
+        if note.kind is NoteKind.TRUST_REQUEST:
+            log.info("trust request from %s", _label(sender))
+            await host.on_trust_request(
+                TrustRequestNote(request_id, sender, note.justification, note.sent_at)
+            )
+            return
+        accepted = note.kind is NoteKind.TRUST_ACCEPT
+        log.info("trust %s from %s", "accept" if accepted else "reject", _label(sender))
+        await host.on_trust_answer(TrustAnswerNote(request_id, sender, accepted))
+        if accepted and sender.address in host.trusted_keys():
+            # Make the session now: the first message after the accept finds it ready.
+            await self._background_connect(sender)
+
+    async def forget_peer(self, address: str) -> None:
+        node, _, _ = self._require()
+        core = node.core
+        if address not in core.peers():
+            return
+        if core.has_session(address):
+            with contextlib.suppress(PilotError):
+                node.close_peer(address)  # the peer is told (CLOSE), our queues dropped
+            for _ in range(2):
+                await asyncio.sleep(0)  # the binding's poll sends the CLOSE
+        core.remove_peer(address, time.monotonic())
+        self._reasons.pop(address, None)
+        node.flush()
+
+    # ------------------------------------------------------------------ sessions
+
+    async def _ensure_session(self, peer: PeerRecord, deadline: float) -> None:
+        """A session with `peer`: the one we have, or introduction, add_peer, handshake."""
+        node, _, _ = self._require()
+        address = peer.address
+        if node.core.has_session(address):
+            return
+        lock = self._connecting.setdefault(address, asyncio.Lock())
+        async with lock:
+            if node.core.has_session(address):
+                return
+            await self._introduce_and_connect(node, peer, deadline)
+
+    async def _introduce_and_connect(self, node: Node, peer: PeerRecord, deadline: float) -> None:
+        address = peer.address
+        try:
+            event = await self._ask(
+                lambda c, now: c.request_introduction(address, now),
+                f"reach {_label(peer)}", timeout=deadline - time.monotonic(),
+            )
+        except PilotctlError as exc:
+            if exc.code is ErrorCode.NOT_FOUND:
+                raise await self._refused(peer) from None
+            raise
+        assert isinstance(event, IntroductionReceived)
+        record = event.record
+        if record.address != address:
+            raise PilotctlError(ErrorCode.INTERNAL, f"introduced to {record.address}, not "
+                                f"{address}")
+        self._records[address] = record
+        if not event.candidates:
+            self._reasons[address] = "no-candidates"
+            raise PilotctlError(
+                ErrorCode.CONNECTION_FAILED,
+                f"{_label(peer)} is not online: the rendezvous knows no address for it",
+                "its daemon must be running (pilotctl daemon start); try again later",
+            )
+        try:
+            node.add_peer(record, event.candidates, trusted=True)
+        except LocalProtocolError as exc:
+            raise PilotctlError(ErrorCode.CONNECTION_FAILED,
+                                f"cannot use the record of {_label(peer)}: {exc}") from None
+        self._reasons[address] = "probing"
+        if event.start_delay > 0:
+            await asyncio.sleep(min(event.start_delay, 1.0))
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise _timeout(peer, "no session")
+        try:
+            await node.connect(address, timeout=remaining)
+        except ConnectTimeout:
+            self._reasons[address] = "punch-timeout"
+            raise _timeout(peer, "no answer at its addresses "
+                           f"({', '.join(filter(None, map(_show, event.candidates)))})") \
+                from None
+        except ConnectionFailed as exc:
+            self._reasons[address] = "punch-timeout"
+            raise PilotctlError(ErrorCode.CONNECTION_FAILED,
+                                f"no session with {_label(peer)}: {exc}") from None
+        self._reasons.pop(address, None)
+
+    async def _refused(self, peer: PeerRecord) -> PilotctlError:
+        """An introduction was refused: the peer does not accept us, or is unknown."""
+        try:
+            await self.lookup(peer.address)
+        except PilotctlError:
+            self._reasons[peer.address] = "no-candidates"
+            return PilotctlError(
+                ErrorCode.CONNECTION_FAILED,
+                f"{_label(peer)} is not registered at the rendezvous",
+                "its daemon must be running (pilotctl daemon start); try again later",
+            )
+        return PilotctlError(
+            ErrorCode.NOT_TRUSTED,
+            f"{_label(peer)} does not accept this node (it has not approved our trust "
+            "request, or no longer trusts us)",
+            f"ask again: pilotctl handshake {peer.hostname or peer.address}",
+        )
+
+    async def _background_connect(self, peer: PeerRecord) -> None:
+        async with self._background:
+            try:
+                await self._ensure_session(
+                    peer, time.monotonic() + BACKGROUND_CONNECT_TIMEOUT
+                )
+            except PilotctlError as exc:
+                log.info("no session with %s yet: %s", _label(peer), exc.message)
+
+    async def _introduced(self, event: IntroductionReceived) -> None:
+        """The rendezvous introduced a peer that asked for us: connect toward it too."""
+        node, _, host = self._require()
+        record = event.record
+        if host.trusted_keys().get(record.address) != record.public_key:
+            log.info("ignored an introduction to %s: not trusted", record.address)
+            return
+        self._records[record.address] = record
+        if not event.candidates:
+            return
+        node.add_peer(record, event.candidates, trusted=True)
+        if node.core.has_session(record.address):
+            return  # the peer's initiation, or ours, made it already
+        if event.start_delay > 0:
+            await asyncio.sleep(min(event.start_delay, 1.0))
+        try:
+            await node.connect(record.address, timeout=BACKGROUND_CONNECT_TIMEOUT)
+        except PilotError as exc:
+            log.info("no session with %s after its introduction: %s", record.address, exc)
+
+    # ------------------------------------------------------------------ messages
+
+    async def send_message(
+        self,
+        peer: PeerRecord,
+        message_id: str,
+        type: str,
+        data: bytes,
+        reply_to: str | None,
+        timeout: float,
+    ) -> None:
+        node, _, _ = self._require()
+        deadline = time.monotonic() + timeout
+        raw_id = bytes.fromhex(message_id)
+        raw_reply = bytes.fromhex(reply_to) if reply_to else None
+        while True:
+            await self._ensure_session(peer, deadline)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise _timeout(peer, "no receipt")
+            try:
+                await node.send_message(peer.address, data, type=type, reply_to=raw_reply,
+                                        timeout=remaining, message_id=raw_id)
+                return
+            except DeliveryTimeout:
+                raise PilotctlError(
+                    ErrorCode.TIMEOUT,
+                    f"{_label(peer)} did not confirm the message within {timeout:g} s",
+                    "the peer may be overloaded or gone; check it with: pilotctl ping "
+                    f"{peer.hostname or peer.address}",
+                ) from None
+            except MessageTooLarge as exc:
+                raise PilotctlError(ErrorCode.TOO_LARGE, str(exc)) from None
+            except (PeerNotTrusted, UnknownPeer):
+                raise PilotctlError(ErrorCode.NOT_TRUSTED,
+                                    f"{_label(peer)} is no longer trusted") from None
+            except (ConnectionFailed, NodeClosed) as exc:
+                if self._stopping or isinstance(exc, NodeClosed):
+                    raise PilotctlError(ErrorCode.CONNECTION_FAILED,
+                                        "the daemon is stopping") from None
+                # The session ended under the message (the peer stopped or restarted):
+                # make a new one and send again under the same id (the peer de-duplicates).
+                log.info("session with %s lost while sending: %s; retrying", peer.address, exc)
+                await asyncio.sleep(0.05)
+
+    async def _receive_loop(self) -> None:
+        node, _, _ = self._require()
+        while True:
+            try:
+                message = await node.receive()
+            except NodeClosed:
+                return
+            await self._deliver(node, message)
+
+    async def _deliver(self, node: Node, message: MessageReceived) -> None:
+        _, _, host = self._require()
+        if len(message.message_id) != 16:
+            log.warning("dropped a message from %s with a %d-byte id", message.address,
+                        len(message.message_id))
+            return
+        reply_to = message.reply_to.hex() if message.reply_to and len(message.reply_to) == 16 \
+            else None
+        incoming = IncomingMessage(
+            id=message.message_id.hex(),
+            type=message.type if message.type in MESSAGE_TYPES else "binary",
+            sender=message.address,
+            sender_hostname=None,  # the host fills it from its trust store
+            data=message.data,
+            reply_to=reply_to,
+            received_at=time.time(),
+        )
+        try:
+            await host.on_message(incoming)
+        except PilotctlError as exc:
+            log.warning("message %s from %s refused: %s", incoming.id, message.address,
+                        exc.message)
+            if exc.code is ErrorCode.NOT_TRUSTED:
+                await self.forget_peer(message.address)
+            return
+        except Exception:
+            log.exception("could not store message %s from %s; no receipt sent", incoming.id,
+                          message.address)
+            return
+        try:
+            node.confirm(message)  # durable in the inbox: only now the RECEIPT goes back
+        except PilotError as exc:
+            log.info("receipt for %s not sent (%s); the sender resends and is receipted then",
+                     incoming.id, exc)
+
+    # ------------------------------------------------------------------ streams
+
+    async def _accept_loop(self) -> None:
+        node, _, host = self._require()
+        while True:
+            try:
+                stream = await node.accept(transfer.SERVICE_PORT)
+            except NodeClosed:
+                return
+            self._spawn(transfer.serve(stream, host, self._hostname_of))
+
+    def _hostname_of(self, address: str) -> str | None:
+        record = self._records.get(address)
+        return record.hostname if record is not None else None
+
+    async def send_file(self, peer: PeerRecord, path: Path, timeout: float,
+                        name: str | None = None) -> FileSent:
+        node, _, _ = self._require()
+        deadline = time.monotonic() + timeout
+        await self._ensure_session(peer, deadline)
+        try:
+            return await transfer.send_file(node, peer, path, name or path.name, deadline)
+        except PilotTimeout:
+            raise _timeout(peer, f"{path.name} was not received") from None
+        except PilotError as exc:
+            raise PilotctlError(ErrorCode.CONNECTION_FAILED,
+                                f"sending {path.name} to {_label(peer)} failed: {exc}") from None
+
+    async def peers(self) -> list[PeerPath]:
+        node, _, host = self._require()
+        core = node.core
+        rows = []
+        for address in sorted(host.trusted_keys()):
+            try:
+                info = core.peer_info(address)
+            except PilotError:
+                info = None
+            hostname = self._hostname_of(address)
+            if info is not None and info.has_session and info.endpoint is not None:
+                rtt = round(info.rtt * 1000, 3) if info.rtt is not None else None
+                rows.append(PeerPath(address, hostname, "direct", _show(info.endpoint), rtt,
+                                     None))
+                continue
+            if info is not None and info.handshake_in_progress:
+                reason = "probing"
+            else:
+                reason = self._reasons.get(address, "no-candidates")
+            rows.append(PeerPath(address, hostname, "none", None, None, reason))
+        return rows
+
+    async def ping(self, peer: PeerRecord, count: int, timeout: float) -> list[float | None]:
+        node, _, _ = self._require()
+        await self._ensure_session(peer, time.monotonic() + timeout)
+        rtts: list[float | None] = []
+        for index in range(count):
+            if index:
+                await asyncio.sleep(0.05)
+            try:
+                rtt = await node.ping(peer.address, timeout=timeout)
+                rtts.append(round(rtt * 1000, 3))
+            except PilotTimeout:
+                rtts.append(None)
+            except PilotError as exc:
+                raise PilotctlError(ErrorCode.CONNECTION_FAILED,
+                                    f"ping {_label(peer)}: {exc}") from None
+        return rtts
+
+    async def bench(self, peer: PeerRecord, size: int, timeout: float) -> dict[str, Any]:
+        node, _, _ = self._require()
+        deadline = time.monotonic() + timeout
+        await self._ensure_session(peer, deadline)
+        try:
+            return await transfer.bench(node, peer, size, deadline)
+        except PilotTimeout:
+            raise _timeout(peer, "the benchmark did not finish") from None
+        except PilotError as exc:
+            raise PilotctlError(ErrorCode.CONNECTION_FAILED,
+                                f"bench with {_label(peer)}: {exc}") from None
+
+    async def call(self, operation: str, params: Mapping[str, Any]) -> Any:
+        node, _, host = self._require()
+        return await transfer.call(self, node, host, operation, params)
+
+    # used by transfer.call
+    async def resolve_peer(self, target: str, deadline: float) -> PeerRecord:
+        _, _, host = self._require()
+        keys = host.trusted_keys()
+        if target in keys:
+            return PeerRecord(target, keys[target], self._hostname_of(target))
+        for address, public_key in keys.items():
+            if self._hostname_of(address) == target:
+                return PeerRecord(address, public_key, target)
+        found = await self.lookup(target)
+        if keys.get(found.address) != found.public_key:
+            raise PilotctlError(ErrorCode.NOT_TRUSTED, f"{target} is not a trusted peer",
+                                f"ask for trust first: pilotctl handshake {target}")
+        await self._ensure_session(found, deadline)
+        return found
+
+
+def _timeout(peer: PeerRecord, what: str) -> PilotctlError:
+    return PilotctlError(
+        ErrorCode.TIMEOUT,
+        f"{_label(peer)}: {what} in time",
+        "is its daemon running? check with: pilotctl ping "
+        f"{peer.hostname or peer.address}",
+    )
+
+
+def _decode_key(endpoint: Endpoint) -> bytes | None:
+    if endpoint.key is None:
+        return None
+    try:
+        return decode_server_key(endpoint.key)
+    except InvalidServerKey as exc:
+        raise PilotctlError(
+            ErrorCode.INVALID_ARGUMENT, str(exc),
+            "copy the whole HOST:PORT#KEY line the rendezvous printed",
+        ) from None
+
+
+async def _resolve(endpoint: Endpoint, family: int) -> tuple[str, int]:
+    """The rendezvous as an IP address and port the UDP socket can reach."""
+    loop = asyncio.get_running_loop()
+    try:
+        infos = await loop.getaddrinfo(endpoint.host, endpoint.port, type=socket.SOCK_DGRAM)
+    except socket.gaierror as exc:
+        raise PilotctlError(
+            ErrorCode.CONNECTION_FAILED,
+            f"cannot resolve the rendezvous host {endpoint.host!r}: {exc.strerror}",
+            "check the name, or give an IP address",
+        ) from None
+    for info_family, _, _, _, address in infos:
+        if info_family == family or family == socket.AF_INET6:
+            host = str(address[0])
+            if family == socket.AF_INET6 and info_family == socket.AF_INET:
+                return host, int(address[1])
+            return host.split("%", 1)[0], int(address[1])
+    raise PilotctlError(
+        ErrorCode.INVALID_ARGUMENT,
+        f"the rendezvous {endpoint.hostport} is not reachable from the UDP socket's address "
+        "family",
+        "bind the daemon with --listen [::]:0 for IPv6 rendezvous servers",
+    )
