@@ -17,7 +17,7 @@ from .config import MESSAGE_ACCOUNTING_OVERHEAD
 from .flow import ReceiveWindow, SendCredit
 from .frames import message_frame_header
 from .ranges import RangeSet
-from .varint import varint_size
+from .varint import MAX_VARINT, varint_size
 
 __all__ = [
     "KIND_MESSAGE",
@@ -252,6 +252,10 @@ class IncomingMessages:
         """Take one MESSAGE frame; return a reason if it was dropped, else None."""
         if base < self.expected_base:
             return "duplicate_message"
+        if base + _OVERHEAD + total + self.window.window > MAX_VARINT:
+            # Skipping it would push the credit we grant past the largest varint: no
+            # sender reaches such totals (found by fuzz/connection).
+            return "message_total_too_large"
         end = offset + len(data)
         if base + _OVERHEAD + end > self.window.advertised:
             return "message_credit_exceeded"
