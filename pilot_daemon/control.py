@@ -131,12 +131,16 @@ class ControlPlane:
         settings = self.store.load_settings()
         status = self.network.status()
         now = self._clock()
+        rendezvous = self.facts.rendezvous
+        if rendezvous.key is None and settings.rendezvous_key:
+            # Learned on first use (Noise XX) and pinned since: show what to pin elsewhere.
+            rendezvous = Endpoint(rendezvous.host, rendezvous.port, settings.rendezvous_key)
         return {
             "node_id": self.identity.address,
             "hostname": settings.hostname,
             "public_key": self.identity.public_key.hex(),
             "listen": self.facts.listen,
-            "rendezvous": str(self.facts.rendezvous),
+            "rendezvous": str(rendezvous),
             "nat_type": status.nat_type,
             "candidates": list(status.candidates),
             "public": self.facts.public,
@@ -196,6 +200,9 @@ class ControlPlane:
                 f"send it a message: pilotctl send-message {target} --data '...'",
             )
         peer = await self._lookup(target, pin=True)
+        if peer.address == self.identity.address:
+            raise PilotctlError(ErrorCode.INVALID_ARGUMENT,
+                                f"{target} is this node itself", "name another node")
         if self.store.get_trust(peer.address) is not None:
             raise PilotctlError(ErrorCode.ALREADY_EXISTS, f"{_label(peer)} is already trusted")
         now = self._clock()
@@ -450,7 +457,12 @@ class ControlPlane:
     # --- diagnostics ---
 
     async def peers(self) -> list[dict[str, Any]]:
-        return [p.as_json() for p in await self.network.peers()]
+        rows = [p.as_json() for p in await self.network.peers()]
+        for row in rows:
+            if row.get("hostname") is None:
+                trusted = self.store.get_trust(str(row["node_id"]))
+                row["hostname"] = trusted.hostname if trusted is not None else None
+        return rows
 
     async def ping(self, target: str, count: int, timeout: float) -> dict[str, Any]:
         check_peer(target)
