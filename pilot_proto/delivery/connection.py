@@ -17,6 +17,7 @@ message window, and a RECEIPT goes back only after `confirm_persisted`.
 from __future__ import annotations
 
 import enum
+import struct
 from collections import Counter, deque
 from collections.abc import Callable, Collection
 from typing import Any
@@ -44,6 +45,7 @@ from .events import (
 )
 from .frames import (
     CHALLENGE_SIZE,
+    COPY_LIMIT,
     MESSAGE_ID_SIZE,
     MESSAGE_TYPES,
     Ack,
@@ -60,6 +62,7 @@ from .frames import (
     Pong,
     Receipt,
     Stream,
+    decode_ack,
     decode_payload,
     encode_ack,
     encode_frame,
@@ -71,7 +74,8 @@ from .pmtu import PathMtu, PmtuState
 from .recovery import LossRecovery, SentPacket
 from .send_stream import KIND_STREAM, SendStream
 from .streams import KIND_MAX_DATA, KIND_MAX_STREAM_DATA, ResetCode, StreamTable
-from .varint import encode_varint, varint_size
+from .varint import MAX_VARINT, encode_varint, varint_size
+from .varint import read_varint_unchecked as _read_varint
 
 __all__ = [
     "CONNECTION_TRANSITIONS",
@@ -471,15 +475,72 @@ class Connection:
 
     def receive_payload(self, payload: bytes, now: float) -> None:
         """Take one authenticated plaintext payload. Never raises on remote input."""
-        stats = self._stats
         state = self._state
         if state is not ConnectionState.OPEN:
-            stats["packet_after_close"] += 1
+            self._stats["packet_after_close"] += 1
             if state is ConnectionState.CLOSING and now >= self._last_close_sent + max(
                 self._recovery.rtt.smoothed_rtt, self.config.timer_granularity
             ):
                 self._close_pending = True
             return
+        # Fast paths for the two packets a bulk transfer is made of: one STREAM frame
+        # (maybe with IMMEDIATE_ACK), and one ACK frame. They decode and validate exactly
+        # as decode_payload would; anything else takes the general path below.
+        end = len(payload)
+        try:
+            number = payload[0]
+            if number < 0x40:
+                pos = 1
+            else:
+                number, pos = _read_varint(payload, 0)
+            frame_type = payload[pos]
+            if frame_type == 0x12 or frame_type == 0x13:  # STREAM with LEN, without PORT
+                stream_id = payload[pos + 1]
+                if stream_id < 0x40:
+                    pos += 2
+                else:
+                    stream_id, pos = _read_varint(payload, pos + 1)
+                offset, pos = _read_varint(payload, pos)
+                length, pos = _read_varint(payload, pos)
+                stop = pos + length
+                if stop == end:
+                    immediate = False
+                elif stop + 1 == end and payload[stop] == 0x0C:
+                    immediate = True
+                else:
+                    stop = -1
+                if stop > 0 and offset + length <= MAX_VARINT:
+                    acks = self._acks
+                    if number <= acks.largest_received and acks.is_duplicate(number):
+                        self._stats["duplicate_packet"] += 1
+                        return
+                    self._packets_received += 1
+                    # A small chunk is copied (it must not pin the packet; copying is
+                    # cheaper than a view anyway); most of a large packet is a view.
+                    if length <= COPY_LIMIT or 2 * length < end:
+                        data: bytes | memoryview = payload[pos:stop]
+                    else:
+                        data = memoryview(payload)[pos:stop]
+                    self._streams.on_stream_frame(stream_id, offset, data, frame_type == 0x13, None)
+                    acks.on_packet(number, True, now, immediate)
+                    return
+            elif frame_type == 0x03:  # ACK
+                ranges, delay, pos = decode_ack(payload, pos + 1, end)
+                if pos == end:
+                    acks = self._acks
+                    if number <= acks.largest_received and acks.is_duplicate(number):
+                        self._stats["duplicate_packet"] += 1
+                        return
+                    self._packets_received += 1
+                    self._on_ack(ranges, delay, now)
+                    acks.on_packet(number, False, now)
+                    return
+        except (IndexError, struct.error, FrameDecodeError):
+            pass  # the general path counts it as garbage
+        self._receive_frames(payload, now)
+
+    def _receive_frames(self, payload: bytes, now: float) -> None:
+        stats = self._stats
         try:
             packet_number, frames = decode_payload(payload)
         except FrameDecodeError:
@@ -498,9 +559,18 @@ class Connection:
             kind = type(frame)
             if kind is Stream:
                 ack_eliciting = True
-                streams.on_stream_frame(frame, size)  # type: ignore[arg-type]
+                data = frame.data  # type: ignore[union-attr]
+                if 2 * len(data) < size and type(data) is not bytes:
+                    data = bytes(data)
+                streams.on_stream_frame(
+                    frame.stream_id,  # type: ignore[union-attr]
+                    frame.offset,  # type: ignore[union-attr]
+                    data,
+                    frame.fin,  # type: ignore[union-attr]
+                    frame.port,  # type: ignore[union-attr]
+                )
             elif kind is Ack:
-                self._on_ack(frame, now)  # type: ignore[arg-type]
+                self._on_ack(frame.ranges, frame.delay_us, now)  # type: ignore[union-attr]
             elif kind is Message:
                 ack_eliciting = True
                 self._on_message(frame, size)  # type: ignore[arg-type]
@@ -517,7 +587,7 @@ class Connection:
 
     def _on_message(self, frame: Message, payload_size: int) -> None:
         data = frame.data
-        if 2 * len(data) < payload_size:
+        if 2 * len(data) < payload_size and type(data) is not bytes:
             data = bytes(data)
         dropped = self._incoming.on_chunk(
             frame.base,
@@ -589,9 +659,9 @@ class Connection:
 
     # ================================================================== ACKs and loss
 
-    def _on_ack(self, frame: Ack, now: float) -> None:
+    def _on_ack(self, ranges: tuple[tuple[int, int], ...], delay_us: int, now: float) -> None:
         recovery = self._recovery
-        result = recovery.on_ack_received(frame.ranges, frame.delay_us * 1e-6, now)
+        result = recovery.on_ack_received(ranges, delay_us * 1e-6, now)
         if result is None:
             self._stats["ack_of_unsent_packet"] += 1
             return

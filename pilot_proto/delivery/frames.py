@@ -14,7 +14,7 @@ import re
 import struct
 from typing import NamedTuple
 
-from .varint import MAX_VARINT, VarintError, encode_varint
+from .varint import MAX_VARINT, VarintError, encode_varint, read_varint_unchecked
 
 __all__ = [
     "CHALLENGE_SIZE",
@@ -350,52 +350,48 @@ def encode_payload(packet_number: int, frames: list[Frame]) -> bytes:
 
 # --------------------------------------------------------------------------- decoding
 
-_unpack_u16 = struct.Struct(">H").unpack_from
-_unpack_u32 = struct.Struct(">I").unpack_from
-_unpack_u64 = struct.Struct(">Q").unpack_from
 _IMMEDIATE_ACK = ImmediateAck()
 _NON_ZERO = re.compile(b"[^\\x00]")
+_varint = read_varint_unchecked
+# Frames are built with tuple.__new__: a NamedTuple's own __new__ is a Python function.
+_new = tuple.__new__
+#: Chunks up to this size are copied out of the payload (cheaper than a memoryview slice,
+#: and pins nothing); larger ones are memoryview slices of it.
+COPY_LIMIT = 4096
 
 
-def _varint(data: memoryview, pos: int) -> tuple[int, int]:
-    # Inlined copy of varint.read_varint without its exception translation: the caller
-    # catches IndexError/struct.error once per payload, which is cheaper than per varint.
+def decode_ack(data: bytes, pos: int, end: int) -> tuple[tuple[tuple[int, int], ...], int, int]:
+    """The ACK frame whose fields start at `pos`: (ranges, delay_us, position after it).
+    Raises FrameDecodeError, IndexError or struct.error."""
+    largest = data[pos]
+    if largest < 0x40:
+        pos += 1
+    else:
+        largest, pos = _varint(data, pos)
+    delay = data[pos]
+    if delay < 0x40:
+        pos += 1
+    else:
+        delay, pos = _varint(data, pos)
+    count = data[pos]
+    if count < 0x40:
+        pos += 1
+    else:
+        count, pos = _varint(data, pos)
+        if count >= MAX_ACK_RANGES:
+            raise FrameDecodeError("too many ACK ranges")
     first = data[pos]
-    prefix = first >> 6
-    if prefix == 0:
-        return first, pos + 1
-    if prefix == 1:
-        return _unpack_u16(data, pos)[0] & 0x3FFF, pos + 2
-    if prefix == 2:
-        return _unpack_u32(data, pos)[0] & 0x3FFFFFFF, pos + 4
-    return _unpack_u64(data, pos)[0] & MAX_VARINT, pos + 8
-
-
-def _take(data: memoryview, pos: int, length: int, end: int) -> tuple[memoryview, int]:
-    stop = pos + length
-    if stop > end:
-        raise FrameDecodeError("frame runs past the end of the payload")
-    return data[pos:stop], stop
-
-
-def _reason(data: memoryview, pos: int, end: int) -> tuple[str, int]:
-    length, pos = _varint(data, pos)
-    if length > MAX_REASON_BYTES:
-        raise FrameDecodeError("reason text too long")
-    raw, pos = _take(data, pos, length, end)
-    return bytes(raw).decode("utf-8", "replace"), pos
-
-
-def _decode_ack(data: memoryview, pos: int, end: int) -> tuple[Ack, int]:
-    largest, pos = _varint(data, pos)
-    delay, pos = _varint(data, pos)
-    count, pos = _varint(data, pos)
-    if count >= MAX_ACK_RANGES:
-        raise FrameDecodeError("too many ACK ranges")
-    first, pos = _varint(data, pos)
+    if first < 0x40:
+        pos += 1
+    else:
+        first, pos = _varint(data, pos)
     smallest = largest - first
     if smallest < 0:
         raise FrameDecodeError("ACK range below packet number zero")
+    if not count:
+        if pos > end:
+            raise FrameDecodeError("ACK runs past the end of the payload")
+        return ((smallest, largest),), delay, pos
     ranges = [(smallest, largest)]
     for _ in range(count):
         gap, pos = _varint(data, pos)
@@ -408,55 +404,49 @@ def _decode_ack(data: memoryview, pos: int, end: int) -> tuple[Ack, int]:
         smallest = low
     if pos > end:
         raise FrameDecodeError("ACK runs past the end of the payload")
-    return Ack(tuple(ranges), delay), pos
+    return tuple(ranges), delay, pos
 
 
-def _decode_message(data: memoryview, pos: int, end: int) -> tuple[Message, int]:
-    flags = data[pos]
-    if flags > 1:
-        raise FrameDecodeError("unknown MESSAGE flags")
-    base, pos = _varint(data, pos + 1)
-    message_id, pos = _take(data, pos, MESSAGE_ID_SIZE, end)
-    type_code = data[pos]
-    if type_code >= len(MESSAGE_TYPES):
-        raise FrameDecodeError("unknown message type")
-    pos += 1
-    reply_to = None
-    if flags:
-        raw_reply, pos = _take(data, pos, MESSAGE_ID_SIZE, end)
-        reply_to = bytes(raw_reply)
-    total, pos = _varint(data, pos)
-    offset, pos = _varint(data, pos)
+def _reason(data: bytes, pos: int, end: int) -> tuple[str, int]:
     length, pos = _varint(data, pos)
-    if offset + length > total:
-        raise FrameDecodeError("message chunk beyond the message's length")
-    chunk, pos = _take(data, pos, length, end)
-    frame = Message(
-        base, bytes(message_id), MESSAGE_TYPES[type_code], total, offset, chunk, reply_to
-    )
-    return frame, pos
+    if length > MAX_REASON_BYTES:
+        raise FrameDecodeError("reason text too long")
+    stop = pos + length
+    if stop > end:
+        raise FrameDecodeError("frame runs past the end of the payload")
+    return data[pos:stop].decode("utf-8", "replace"), stop
 
 
 def decode_payload(payload: bytes | memoryview) -> tuple[int, list[Frame]]:
     """Split a payload into its packet number and frames.
 
     Raises FrameDecodeError (only) on anything malformed: truncated fields, unknown frame
-    types, lengths past the end, or a payload without frames.
+    types, lengths past the end, or a payload without frames. Data fields are bytes, or
+    memoryview slices of the payload when longer than COPY_LIMIT.
     """
-    data = memoryview(payload)
+    data = payload if type(payload) is bytes else bytes(payload)
     end = len(data)
     frames: list[Frame] = []
     append = frames.append
+    view: memoryview | None = None
     try:
-        packet_number, pos = _varint(data, 0)
+        packet_number = data[0]
+        if packet_number < 0x40:
+            pos = 1
+        else:
+            packet_number, pos = _varint(data, 0)
         while pos < end:
             frame_type = data[pos]
             pos += 1
-            if frame_type >= FrameType.STREAM:
+            if frame_type >= 0x10:
                 # The hot path (bulk data), decoded inline.
                 if frame_type > 0x17:
                     raise FrameDecodeError(f"unknown frame type {frame_type:#x}")
-                stream_id, pos = _varint(data, pos)
+                stream_id = data[pos]
+                if stream_id < 0x40:
+                    pos += 1
+                else:
+                    stream_id, pos = _varint(data, pos)
                 offset, pos = _varint(data, pos)
                 port = None
                 if frame_type & 0x04:
@@ -468,55 +458,112 @@ def decode_payload(payload: bytes | memoryview) -> tuple[int, list[Frame]]:
                 stop = pos + length
                 if stop > end or offset + length > MAX_VARINT:
                     raise FrameDecodeError("STREAM frame past the end of the payload")
-                append(Stream(stream_id, offset, data[pos:stop], bool(frame_type & 1), port))
+                if length <= COPY_LIMIT:
+                    chunk: bytes | memoryview = data[pos:stop]
+                else:
+                    if view is None:
+                        view = memoryview(data)
+                    chunk = view[pos:stop]
+                append(_new(Stream, (stream_id, offset, chunk, frame_type & 1 == 1, port)))
                 pos = stop
-            elif frame_type == FrameType.MESSAGE:
-                message, pos = _decode_message(data, pos, end)
-                append(message)
-            elif frame_type == FrameType.ACK:
-                ack, pos = _decode_ack(data, pos, end)
-                append(ack)
-            elif frame_type == FrameType.PADDING:
+            elif frame_type == 0x0A:  # MESSAGE
+                flags = data[pos]
+                if flags > 1:
+                    raise FrameDecodeError("unknown MESSAGE flags")
+                base = data[pos + 1]
+                if base < 0x40:
+                    pos += 2
+                else:
+                    base, pos = _varint(data, pos + 1)
+                stop = pos + MESSAGE_ID_SIZE
+                type_code = data[stop]  # IndexError if the id runs past the end
+                message_id = data[pos:stop]
+                if type_code >= 3:
+                    raise FrameDecodeError("unknown message type")
+                pos = stop + 1
+                reply_to = None
+                if flags:
+                    stop = pos + MESSAGE_ID_SIZE
+                    if stop > end:
+                        raise FrameDecodeError("frame runs past the end of the payload")
+                    reply_to = data[pos:stop]
+                    pos = stop
+                total, pos = _varint(data, pos)
+                offset = data[pos]
+                if offset < 0x40:
+                    pos += 1
+                else:
+                    offset, pos = _varint(data, pos)
+                length, pos = _varint(data, pos)
+                if offset + length > total:
+                    raise FrameDecodeError("message chunk beyond the message's length")
+                stop = pos + length
+                if stop > end:
+                    raise FrameDecodeError("frame runs past the end of the payload")
+                if length <= COPY_LIMIT:
+                    chunk = data[pos:stop]
+                else:
+                    if view is None:
+                        view = memoryview(data)
+                    chunk = view[pos:stop]
+                pos = stop
+                content_type = MESSAGE_TYPES[type_code]
+                append(
+                    _new(Message, (base, message_id, content_type, total, offset, chunk, reply_to))
+                )
+            elif frame_type == 0x03:  # ACK
+                ranges, delay, pos = decode_ack(data, pos, end)
+                append(_new(Ack, (ranges, delay)))
+            elif frame_type == 0x0C:  # IMMEDIATE_ACK
+                append(_IMMEDIATE_ACK)
+            elif frame_type == 0x04:  # RECEIPT
+                stop = pos + MESSAGE_ID_SIZE
+                if stop > end:
+                    raise FrameDecodeError("frame runs past the end of the payload")
+                append(_new(Receipt, (data[pos:stop],)))
+                pos = stop
+            elif frame_type == 0x00:  # PADDING
                 # Probes carry tens of kilobytes of padding: find its end in C, not per byte.
                 start = pos - 1
                 found = _NON_ZERO.search(data, pos)
                 pos = found.start() if found is not None else end
-                append(Padding(pos - start))
-            elif frame_type == FrameType.PING or frame_type == FrameType.PONG:
-                challenge, pos = _take(data, pos, CHALLENGE_SIZE, end)
-                if frame_type == FrameType.PING:
-                    append(Ping(bytes(challenge)))
+                append(_new(Padding, (pos - start,)))
+            elif frame_type == 0x01 or frame_type == 0x02:  # PING, PONG
+                stop = pos + CHALLENGE_SIZE
+                if stop > end:
+                    raise FrameDecodeError("frame runs past the end of the payload")
+                if frame_type == 0x01:
+                    append(_new(Ping, (data[pos:stop],)))
                 else:
-                    append(Pong(bytes(challenge)))
-            elif frame_type == FrameType.RECEIPT:
-                message_id, pos = _take(data, pos, MESSAGE_ID_SIZE, end)
-                append(Receipt(bytes(message_id)))
-            elif frame_type == FrameType.MAX_DATA:
+                    append(_new(Pong, (data[pos:stop],)))
+                pos = stop
+            elif frame_type == 0x05:  # MAX_DATA
                 maximum, pos = _varint(data, pos)
-                append(MaxData(maximum))
-            elif frame_type == FrameType.MAX_STREAM_DATA:
+                append(_new(MaxData, (maximum,)))
+            elif frame_type == 0x06:  # MAX_STREAM_DATA
                 stream_id, pos = _varint(data, pos)
                 maximum, pos = _varint(data, pos)
-                append(MaxStreamData(stream_id, maximum))
-            elif frame_type == FrameType.MAX_MESSAGE_DATA:
+                append(_new(MaxStreamData, (stream_id, maximum)))
+            elif frame_type == 0x07:  # MAX_MESSAGE_DATA
                 maximum, pos = _varint(data, pos)
-                append(MaxMessageData(maximum))
-            elif frame_type == FrameType.STREAM_RESET:
+                append(_new(MaxMessageData, (maximum,)))
+            elif frame_type == 0x08:  # STREAM_RESET
                 stream_id, pos = _varint(data, pos)
                 final_size, pos = _varint(data, pos)
                 code, pos = _varint(data, pos)
                 reason, pos = _reason(data, pos, end)
-                append(StreamReset(stream_id, final_size, code, reason))
-            elif frame_type == FrameType.DATAGRAM:
+                append(_new(StreamReset, (stream_id, final_size, code, reason)))
+            elif frame_type == 0x09:  # DATAGRAM
                 length, pos = _varint(data, pos)
-                chunk, pos = _take(data, pos, length, end)
-                append(Datagram(chunk))
-            elif frame_type == FrameType.IMMEDIATE_ACK:
-                append(_IMMEDIATE_ACK)
-            elif frame_type == FrameType.CLOSE:
+                stop = pos + length
+                if stop > end:
+                    raise FrameDecodeError("frame runs past the end of the payload")
+                append(_new(Datagram, (data[pos:stop],)))
+                pos = stop
+            elif frame_type == 0x0B:  # CLOSE
                 code, pos = _varint(data, pos)
                 reason, pos = _reason(data, pos, end)
-                append(Close(code, reason))
+                append(_new(Close, (code, reason)))
             else:
                 raise FrameDecodeError(f"unknown frame type {frame_type:#x}")
         if pos > end:

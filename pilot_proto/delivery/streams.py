@@ -23,8 +23,8 @@ from ..events import Event
 from .config import INITIAL_CONNECTION_CREDIT, INITIAL_STREAM_CREDIT, DeliveryConfig
 from .events import StreamEnded, StreamOpened, StreamReadable, StreamReset, StreamWritable
 from .flow import ReceiveWindow, SendCredit
-from .frames import Stream, encode_frame
 from .frames import StreamReset as StreamResetFrame
+from .frames import encode_frame
 from .messages import OutgoingMessages
 from .receive_stream import ReceiveStream, StreamViolation
 from .send_stream import SendStream
@@ -203,19 +203,18 @@ class StreamTable:
 
     # ------------------------------------------------------------------ frames
 
-    def on_stream_frame(self, frame: Stream, payload_size: int) -> None:
-        stream_id = frame.stream_id ^ 1
+    def on_stream_frame(
+        self, wire_id: int, offset: int, data: bytes | memoryview, fin: bool, port: int | None
+    ) -> None:
+        """One STREAM frame. `data` is a view into the payload only if the frame is most
+        of it: a small chunk must not pin a large packet (credit counts the chunk)."""
+        stream_id = wire_id ^ 1
         entry = self.entries.get(stream_id) or self._incoming(stream_id)
         if entry is None:
             return
-        data = frame.data
-        # Keep a view into the payload only if the frame is most of it: a small chunk must
-        # not pin a large packet in memory (credit counts the chunk, not the packet).
-        if 2 * len(data) < payload_size:
-            data = bytes(data)
         receive = entry.receive
         try:
-            grow = receive.check(frame.offset, len(data), frame.fin)
+            grow = receive.check(offset, len(data), fin)
         except StreamViolation as violation:
             self._stats[violation.reason] += 1
             return
@@ -230,16 +229,16 @@ class StreamTable:
             receive.highest += grow
             receive.read_offset = receive.highest
             window.consumed += grow
-            if frame.fin:
-                receive.final_size = frame.offset + len(data)
+            if fin:
+                receive.final_size = offset + len(data)
                 entry.awaiting_final_size = False
                 self._maybe_forget(entry)
             if window.update_due():
                 self.max_data_due = True
             return
-        receive.on_data(frame.offset, data, frame.fin)
-        if frame.port is not None and entry.port is None:
-            self._on_port(entry, frame.port)
+        receive.on_data(offset, data, fin)
+        if port is not None and entry.port is None:
+            self._on_port(entry, port)
         if entry.announced:
             if receive.readable_bytes and not receive.readable_signalled:
                 receive.readable_signalled = True

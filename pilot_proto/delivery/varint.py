@@ -8,7 +8,14 @@ from __future__ import annotations
 
 import struct
 
-__all__ = ["MAX_VARINT", "VarintError", "encode_varint", "read_varint", "varint_size"]
+__all__ = [
+    "MAX_VARINT",
+    "VarintError",
+    "encode_varint",
+    "read_varint",
+    "read_varint_unchecked",
+    "varint_size",
+]
 
 MAX_VARINT = (1 << 62) - 1
 
@@ -70,3 +77,17 @@ def read_varint(data: bytes | memoryview, pos: int) -> tuple[int, int]:
         return _unpack_u64(data, pos)[0] & MAX_VARINT, pos + 8
     except (IndexError, struct.error) as exc:
         raise VarintError("data ends inside a varint") from exc
+
+
+def read_varint_unchecked(data: bytes | memoryview, pos: int) -> tuple[int, int]:
+    """`read_varint` for decoders that catch IndexError and struct.error themselves, once
+    per payload (cheaper than translating them per varint)."""
+    first = data[pos]
+    prefix = first >> 6
+    if prefix == 0:
+        return first, pos + 1
+    if prefix == 1:
+        return _unpack_u16(data, pos)[0] & 0x3FFF, pos + 2
+    if prefix == 2:
+        return _unpack_u32(data, pos)[0] & 0x3FFFFFFF, pos + 4
+    return _unpack_u64(data, pos)[0] & MAX_VARINT, pos + 8
