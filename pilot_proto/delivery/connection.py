@@ -287,6 +287,17 @@ class Connection:
         return self._recovery.rtt.smoothed_rtt
 
     @property
+    def rto(self) -> float:
+        """The current retransmission timeout (PTO before backoff): the path manager's
+        unit for "no ACK within 2 RTOs" (DESIGN 7)."""
+        return self._recovery.pto_duration()
+
+    @property
+    def silence_start(self) -> float | None:
+        """Since when ack-eliciting data has waited for an ACK; None when nothing waits."""
+        return self._recovery.silence_start()
+
+    @property
     def congestion_window(self) -> int:
         return self._recovery.cc.congestion_window
 
@@ -451,7 +462,7 @@ class Connection:
         """The Node moved to a new path or session: everything in flight is resent there,
         and RTT, congestion window and path MTU start afresh (RFC 9000 section 9.4)."""
         for packet in self._recovery.discard_all():
-            self._requeue(packet.frames)
+            self._requeue(packet[3])
         largest_sent = self._recovery.largest_sent
         self._pmtu = self._new_path_mtu()
         self._recovery = self._new_recovery()
@@ -668,36 +679,48 @@ class Connection:
         if not result.acked:
             return
         self._unresponsive = False
-        streams_touched: set[SendStream] | None = None
+        # Consecutive STREAM frames of one stream (a bulk transfer's packets) are acked
+        # as one range: on_acked of a union is on_acked of its parts.
+        streams_touched: list[SendStream] = []
+        send: SendStream | None = None
+        start = stop = 0
+        fin = False
         for packet in result.acked:
-            if packet.is_probe:
-                if self._pmtu.on_probe_acked(packet.number, now):
+            if packet[4]:
+                if self._pmtu.on_probe_acked(packet[0], now):
                     recovery.cc.set_max_datagram_size(self._pmtu.current)
                     self._stats["pmtu_raised"] += 1
                 continue
-            for record in packet.frames:
+            for record in packet[3]:
                 if record[0] == KIND_STREAM:
+                    if record[1] is send and record[2] == stop:
+                        stop = record[3]
+                        fin = record[4]
+                        continue
+                    if send is not None:
+                        send.on_acked(start, stop, fin)
                     send = record[1]
-                    send.on_acked(record[2], record[3], record[4])
-                    if streams_touched is None:
-                        streams_touched = {send}
-                    else:
-                        streams_touched.add(send)
-        if streams_touched:
-            for send in streams_touched:
-                self._streams.after_acked(send)
+                    start = record[2]
+                    stop = record[3]
+                    fin = record[4]
+                    if send not in streams_touched:
+                        streams_touched.append(send)
+        if send is not None:
+            send.on_acked(start, stop, fin)
+            for touched in streams_touched:
+                self._streams.after_acked(touched)
         if result.lost:
             self._on_lost(result.lost, now)
 
     def _on_lost(self, lost: list[SentPacket], now: float) -> None:
         stats = self._stats
         for packet in lost:
-            if packet.is_probe:
-                if self._pmtu.on_probe_lost(packet.number, now):
+            if packet[4]:
+                if self._pmtu.on_probe_lost(packet[0], now):
                     stats["pmtu_probes_lost"] += 1
                 continue
             stats["lost_packets"] += 1
-            self._requeue(packet.frames)
+            self._requeue(packet[3])
 
     def _requeue(self, records: list[tuple[Any, ...]]) -> None:
         """Queue the frames of a lost (or abandoned) packet again (RFC 9000 section 13.3)."""
@@ -905,7 +928,7 @@ class Connection:
             self._ack_only_sent += 1
             return payload
         size = len(payload) + self.packet_overhead
-        recovery.on_packet_sent(SentPacket(packet_number, now, size, True, True, False, records))
+        recovery.on_packet_sent(packet_number, now, size, records)
         self._pacer.on_packet_sent(size)
         self._pacing_until = None
         self._packets_sent += 1
@@ -935,7 +958,7 @@ class Connection:
         head = encode_varint(packet_number) + b"\x01" + PROBE_CHALLENGE + b"\x0c"
         payload = head + bytes(size - self.packet_overhead - len(head))
         recovery = self._recovery
-        recovery.on_packet_sent(SentPacket(packet_number, now, size, True, False, True, []))
+        recovery.on_probe_sent(packet_number, now, size)
         self._pmtu.on_probe_sent(packet_number, size, now + 2 * recovery.pto_duration())
         self._stats["pmtu_probes_sent"] += 1
         return payload

@@ -26,33 +26,13 @@ _MAX_PACKET_THRESHOLD = 64
 _MAX_TIME_THRESHOLD = 2.0
 
 
-class SentPacket:
-    """What the connection must remember about a packet until it is acked or lost.
-
-    `frames` holds one small tuple per retransmittable frame, first element its kind (see
-    connection.py); `in_flight` packets count against the congestion window; probes (PMTU)
-    do not, and their loss is no congestion signal.
-    """
-
-    __slots__ = ("ack_eliciting", "frames", "in_flight", "is_probe", "number", "size", "time_sent")
-
-    def __init__(
-        self,
-        number: int,
-        time_sent: float,
-        size: int,
-        ack_eliciting: bool,
-        in_flight: bool,
-        is_probe: bool,
-        frames: list[tuple[Any, ...]],
-    ) -> None:
-        self.number = number
-        self.time_sent = time_sent
-        self.size = size
-        self.ack_eliciting = ack_eliciting
-        self.in_flight = in_flight
-        self.is_probe = is_probe
-        self.frames = frames
+#: What the connection must remember about a packet until it is acked or lost, as a plain
+#: tuple (cheap to build once per packet): (number, time_sent, size, frames, is_probe).
+#: `frames` holds one small tuple per retransmittable frame, first element its kind (see
+#: connection.py). Every remembered packet is ack-eliciting (ACK-only packets are not
+#: remembered); all but PMTU probes count against the congestion window, and the loss of
+#: a probe is no congestion signal.
+SentPacket = tuple[int, float, int, list[tuple[Any, ...]], bool]
 
 
 class AckResult:
@@ -119,22 +99,20 @@ class LossRecovery:
 
     # ------------------------------------------------------------------ sending
 
-    def on_packet_sent(self, packet: SentPacket) -> None:
-        self.sent[packet.number] = packet
-        self.largest_sent = packet.number
-        if packet.in_flight:
-            self.cc.on_packet_sent(packet.size)
-        if packet.ack_eliciting and not packet.is_probe:
-            if not self._eliciting_outstanding:
-                self._silence_start = packet.time_sent
-            self._eliciting_outstanding += 1
-            self._time_of_last_eliciting = packet.time_sent
+    def on_packet_sent(self, number: int, time_sent: float, size: int, frames: list[Any]) -> None:
+        """An ack-eliciting, in-flight packet left."""
+        self.sent[number] = (number, time_sent, size, frames, False)
+        self.largest_sent = number
+        self.cc.on_packet_sent(size)
+        if not self._eliciting_outstanding:
+            self._silence_start = time_sent
+        self._eliciting_outstanding += 1
+        self._time_of_last_eliciting = time_sent
 
-    def _forget(self, packet: SentPacket) -> None:
-        if packet.ack_eliciting and not packet.is_probe:
-            self._eliciting_outstanding -= 1
-            if not self._eliciting_outstanding:
-                self._silence_start = None
+    def on_probe_sent(self, number: int, time_sent: float, size: int) -> None:
+        """A PMTU probe left: ack-eliciting, but neither in flight nor arming the PTO."""
+        self.sent[number] = (number, time_sent, size, [], True)
+        self.largest_sent = number
 
     # ------------------------------------------------------------------ ACKs
 
@@ -165,24 +143,22 @@ class LossRecovery:
             return AckResult([], [])
         acked: list[SentPacket] = []
         cc = self.cc
-        eliciting = False
+        outstanding = self._eliciting_outstanding
         for number in newly:
             packet = sent.pop(number)
             acked.append(packet)
-            if packet.ack_eliciting:
-                eliciting = True
-                if not packet.is_probe:
-                    self._eliciting_outstanding -= 1
-            if packet.in_flight:
-                cc.on_packet_acked(packet.size, packet.time_sent)
-        self._silence_start = now if self._eliciting_outstanding > 0 else None
+            if not packet[4]:
+                outstanding -= 1
+                cc.on_packet_acked(packet[2], packet[1])
+        self._eliciting_outstanding = outstanding
+        self._silence_start = now if outstanding > 0 else None
         largest_packet = acked[-1]
         if largest > self.largest_acked:
             self.largest_acked = largest
         # RFC 9002 section 5.1: sample only when the largest acked is new and ack-eliciting
-        # packets were among those newly acked.
-        if largest_packet.number == largest and eliciting:
-            self.rtt.update(now - largest_packet.time_sent, ack_delay)
+        # packets were among those newly acked (every remembered packet is).
+        if largest_packet[0] == largest:
+            self.rtt.update(now - largest_packet[1], ack_delay)
         lost = self._detect_lost(now)
         # RFC 9002 section 6.2.1: an ACK resets the PTO backoff.
         self.pto_count = 0
@@ -229,7 +205,7 @@ class LossRecovery:
                 break
             # The same sum decides loss and arms the timer, so a timer firing exactly at
             # `when` always finds the packet lost (no floating-point spin).
-            when = packet.time_sent + loss_delay
+            when = packet[1] + loss_delay
             if number <= packet_limit or when <= now:
                 lost.append(packet)
             elif self.loss_time is None or when < self.loss_time:
@@ -240,15 +216,17 @@ class LossRecovery:
         largest_time = 0.0
         remembered = self._recently_lost
         for packet in lost:
-            del sent[packet.number]
-            self._forget(packet)
-            if packet.ack_eliciting:
-                remembered[packet.number] = largest_acked
-                if len(remembered) > _REMEMBERED_LOSSES:
-                    del remembered[next(iter(remembered))]
-            if packet.in_flight:
-                lost_bytes += packet.size
-                largest_time = packet.time_sent
+            number = packet[0]
+            del sent[number]
+            remembered[number] = largest_acked
+            if len(remembered) > _REMEMBERED_LOSSES:
+                del remembered[next(iter(remembered))]
+            if not packet[4]:
+                self._eliciting_outstanding -= 1
+                if not self._eliciting_outstanding:
+                    self._silence_start = None
+                lost_bytes += packet[2]
+                largest_time = packet[1]
         if lost_bytes:
             self.cc.on_packets_lost(lost_bytes, largest_time, now)
             if self._persistent_congestion(lost):
@@ -260,13 +238,13 @@ class LossRecovery:
         # with nothing acked in between (approximated: consecutive packet numbers).
         if not self.rtt.has_sample:
             return False
-        flight = [packet for packet in lost if packet.in_flight and packet.ack_eliciting]
+        flight = [packet for packet in lost if not packet[4]]
         if len(flight) < 2:
             return False
-        if flight[-1].number - flight[0].number + 1 != len(flight):
+        if flight[-1][0] - flight[0][0] + 1 != len(flight):
             return False
         duration = self.rtt.pto_base * _PERSISTENT_CONGESTION_THRESHOLD
-        return flight[-1].time_sent - flight[0].time_sent >= duration
+        return flight[-1][1] - flight[0][1] >= duration
 
     # ------------------------------------------------------------------ timers
 
@@ -332,8 +310,8 @@ class LossRecovery:
         packets = list(self.sent.values())
         self.sent.clear()
         for packet in packets:
-            if packet.in_flight:
-                self.cc.on_packet_discarded(packet.size)
+            if not packet[4]:
+                self.cc.on_packet_discarded(packet[2])
         self._eliciting_outstanding = 0
         self._silence_start = None
         self.loss_time = None
