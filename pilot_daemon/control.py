@@ -489,7 +489,18 @@ class ControlPlane:
                 **await self.network.bench(peer, size, timeout)}
 
     async def later(self, operation: str, params: Mapping[str, Any]) -> Any:
-        """connect, send, recv, listen, publish, subscribe: owned by later issues."""
+        """connect, send, recv, listen (streams), publish, subscribe (a later issue).
+        A `target` is resolved here to a trusted peer: the network gets its address,
+        hostname and key (`public_key`, hex)."""
+        target = params.get("target")
+        if isinstance(target, str) and operation in ("connect", "send"):
+            check_peer(target)
+            timeout = params.get("timeout")
+            wait = float(timeout) if isinstance(timeout, int | float) and timeout > 0 \
+                else SEND_TIMEOUT_SECONDS
+            peer = await self._resolve_trusted(target, wait)
+            params = {**params, "target": peer.address, "hostname": peer.hostname,
+                      "public_key": peer.public_key.hex()}
         return await self.network.call(operation, params)
 
     # --- NetworkHost ---

@@ -575,8 +575,9 @@ class PilotNetwork:
 
     # ------------------------------------------------------------------ sessions
 
-    async def _ensure_session(self, peer: PeerRecord, deadline: float) -> None:
-        """A session with `peer`: the one we have, or introduction, add_peer, handshake."""
+    async def ensure_session(self, peer: PeerRecord, deadline: float) -> None:
+        """A session with `peer` (trusted): the one we have, or introduction, add_peer,
+        handshake. PilotctlError: not_trusted, connection_failed, timeout."""
         node, _, _ = self._require()
         address = peer.address
         if node.core.has_session(address):
@@ -656,7 +657,7 @@ class PilotNetwork:
     async def _background_connect(self, peer: PeerRecord) -> None:
         async with self._background:
             try:
-                await self._ensure_session(
+                await self.ensure_session(
                     peer, time.monotonic() + BACKGROUND_CONNECT_TIMEOUT
                 )
             except PilotctlError as exc:
@@ -698,7 +699,7 @@ class PilotNetwork:
         raw_id = bytes.fromhex(message_id)
         raw_reply = bytes.fromhex(reply_to) if reply_to else None
         while True:
-            await self._ensure_session(peer, deadline)
+            await self.ensure_session(peer, deadline)
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise _timeout(peer, "no receipt")
@@ -790,7 +791,7 @@ class PilotNetwork:
                         name: str | None = None) -> FileSent:
         node, _, _ = self._require()
         deadline = time.monotonic() + timeout
-        await self._ensure_session(peer, deadline)
+        await self.ensure_session(peer, deadline)
         try:
             return await transfer.send_file(node, peer, path, name or path.name, deadline)
         except PilotTimeout:
@@ -823,7 +824,7 @@ class PilotNetwork:
 
     async def ping(self, peer: PeerRecord, count: int, timeout: float) -> list[float | None]:
         node, _, _ = self._require()
-        await self._ensure_session(peer, time.monotonic() + timeout)
+        await self.ensure_session(peer, time.monotonic() + timeout)
         rtts: list[float | None] = []
         for index in range(count):
             if index:
@@ -841,7 +842,7 @@ class PilotNetwork:
     async def bench(self, peer: PeerRecord, size: int, timeout: float) -> dict[str, Any]:
         node, _, _ = self._require()
         deadline = time.monotonic() + timeout
-        await self._ensure_session(peer, deadline)
+        await self.ensure_session(peer, deadline)
         try:
             return await transfer.bench(node, peer, size, deadline)
         except PilotTimeout:
@@ -853,22 +854,6 @@ class PilotNetwork:
     async def call(self, operation: str, params: Mapping[str, Any]) -> Any:
         node, _, host = self._require()
         return await transfer.call(self, node, host, operation, params)
-
-    # used by transfer.call
-    async def resolve_peer(self, target: str, deadline: float) -> PeerRecord:
-        _, _, host = self._require()
-        keys = host.trusted_keys()
-        if target in keys:
-            return PeerRecord(target, keys[target], self._hostname_of(target))
-        for address, public_key in keys.items():
-            if self._hostname_of(address) == target:
-                return PeerRecord(address, public_key, target)
-        found = await self.lookup(target)
-        if keys.get(found.address) != found.public_key:
-            raise PilotctlError(ErrorCode.NOT_TRUSTED, f"{target} is not a trusted peer",
-                                f"ask for trust first: pilotctl handshake {target}")
-        await self._ensure_session(found, deadline)
-        return found
 
 
 def _timeout(peer: PeerRecord, what: str) -> PilotctlError:

@@ -310,14 +310,18 @@ async def call(service: PilotNetwork, node: Node, host: NetworkHost, operation: 
 
 async def _open(service: PilotNetwork, node: Node, operation: str,
                 params: Mapping[str, Any], port: int, deadline: float) -> dict[str, Any]:
-    target = params.get("target")
+    target, key = params.get("target"), params.get("public_key")
+    hostname = params.get("hostname")
     text = params.get("message") if operation == "connect" else params.get("data")
-    if not isinstance(target, str) or not isinstance(text, str):
-        raise PilotctlError(ErrorCode.INVALID_ARGUMENT, "target and data must be strings")
+    if not (isinstance(target, str) and isinstance(key, str) and isinstance(text, str)):
+        raise PilotctlError(ErrorCode.INVALID_ARGUMENT,
+                            "target, public_key and data must be strings")
     data = text.encode("utf-8", "surrogateescape")
     if len(data) > MAX_CALL_BYTES:
         raise PilotctlError(ErrorCode.TOO_LARGE, f"at most {MAX_CALL_BYTES} bytes per stream")
-    peer = await service.resolve_peer(target, deadline)
+    peer = PeerRecord(target, bytes.fromhex(key), hostname if isinstance(hostname, str)
+                      else None)
+    await service.ensure_session(peer, deadline)
     stream = node.open_stream(peer.address, port)
     await stream.write(data, end=True, timeout=_left(deadline))
     answer = await _read_all(stream, deadline)  # the peer ends its side once it has read all

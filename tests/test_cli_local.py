@@ -1,6 +1,7 @@
 """Every local-only command end to end: `pilotctl daemon start` in a temporary
-PILOT_HOME, then pilotctl processes against it. Network commands get the honest
-`connection_failed` of this build."""
+PILOT_HOME (registered at a real rendezvous), then pilotctl processes against it. The
+peers in its state are made up (their keys match no registered node), so network
+commands answer with the DESIGN 9 code for each case rather than succeed."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pilot_processes import RendezvousServer
 
 from pilot_daemon.inbox import Inbox, IncomingMessage
 from pilot_daemon.store import Store
@@ -30,6 +32,7 @@ class Pilot:
         self.root = root
         self.env = {k: v for k, v in os.environ.items() if k != "PILOT_RENDEZVOUS"}
         self.env["PILOT_HOME"] = str(root)
+        self.rendezvous = ""
 
     def run(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, "-m", "pilot_daemon", *args], env=self.env,
@@ -62,29 +65,37 @@ def pilot() -> Iterator[Pilot]:
     files.mkdir(mode=0o700)
     (files / "report.pdf").write_bytes(b"%PDF")
     home = Pilot(root)
+    server = RendezvousServer(root.parent / "rv")
+    home.rendezvous = server.hostport
     started = home.run("daemon", "start", "--hostname", "agent-a",
-                       "--rendezvous", "127.0.0.1:9", "--listen", "127.0.0.1:0")
+                       "--rendezvous", server.hostport, "--listen", "127.0.0.1:0")
+    if started.returncode != 0:
+        server.stop()
     assert started.returncode == 0, started.stderr
     inbox = Inbox(root / "inbox")
     inbox.write(IncomingMessage(MSG1, "text", PEER, "agent-b", b"run subtask: analyze X",
                                 None, 1_750_000_000.0))
     inbox.write(IncomingMessage(MSG2, "json", PEER, "agent-b", b'{"findings": 3}', MSG1,
                                 1_750_000_060.0))
-    yield home
-    home.run("daemon", "stop")
-    shutil.rmtree(root.parent, ignore_errors=True)
+    try:
+        yield home
+    finally:
+        home.run("daemon", "stop")
+        server.stop()
+        shutil.rmtree(root.parent, ignore_errors=True)
 
 
 def test_info(pilot: Pilot) -> None:
     info = pilot.ok("info")
     assert info["hostname"] == "agent-a"
-    assert info["listen"].startswith("127.0.0.1:") and info["rendezvous"] == "127.0.0.1:9"
+    assert info["listen"].startswith("127.0.0.1:")
+    assert info["rendezvous"].startswith(pilot.rendezvous + "#")  # the key learned, pinned
     assert len(info["node_id"].split(":")) == 8
-    assert info["nat_type"] is None and info["candidates"] == []
-    assert info["network"]["available"] is False
+    assert info["nat_type"] is None and info["candidates"] == [info["listen"]]
+    assert info["network"]["available"] is True and info["network"]["registered"] is True
     human = pilot.run("info").stdout
     assert f"node_id             {info['node_id']}" in human
-    assert "not available in this build" in human
+    assert "registered" in human
 
 
 def test_pending_and_trust(pilot: Pilot) -> None:
@@ -125,18 +136,30 @@ def test_received_and_outbox(pilot: Pilot) -> None:
     assert "report.pdf" in pilot.run("received").stdout
 
 
-def test_network_commands_say_the_network_is_not_in_this_build(pilot: Pilot) -> None:
-    for args in (["find", "agent-z"], ["handshake", "agent-z"], ["set-hostname", "agent-x"],
-                 ["clear-hostname"], ["peers"], ["ping", "agent-b"], ["bench", "agent-b"],
-                 ["send-message", "agent-b", "--data", "hi"],
-                 ["approve", OTHER], ["connect", "agent-b", "--message", "hi"],
-                 ["send", "agent-b", "1000", "--data", "x"], ["recv", "1000"],
-                 ["listen", "1000"], ["publish", "agent-b", "t", "--data", "x"],
+def test_network_commands_answer_with_their_codes(pilot: Pilot) -> None:
+    # Nobody of these names is registered at the rendezvous.
+    assert pilot.error("find", "agent-z")["code"] == "not_found"
+    assert pilot.error("handshake", "agent-z")["code"] == "not_found"
+    assert pilot.ok("set-hostname", "agent-x")["hostname"] == "agent-x"
+    assert pilot.ok("find", "agent-x")["hostname"] == "agent-x"
+    assert pilot.ok("clear-hostname")["hostname"] is None
+    # agent-b is trusted here, but its made-up key is registered nowhere.
+    assert [(p["node_id"], p["hostname"], p["path"]) for p in pilot.ok("peers")] == [
+        (PEER, "agent-b", "none")]
+    for args in (["send-message", "agent-b", "--data", "hi"], ["ping", "agent-b"],
+                 ["bench", "agent-b"], ["connect", "agent-b", "--message", "hi"],
+                 ["send", "agent-b", "1000", "--data", "x"]):
+        body = pilot.error(*args)
+        assert body["code"] == "connection_failed" and "not registered" in body["message"], args
+        assert body["hint"]
+    # The pending request's sender cannot be reached to be told.
+    assert pilot.error("approve", OTHER)["code"] == "not_found"
+    for args in (["recv", "1000", "--timeout", "0.2"], ["listen", "1000", "--timeout", "0.2"]):
+        assert pilot.error(*args)["code"] == "timeout", args
+    for args in (["publish", "agent-b", "t", "--data", "x"],
                  ["subscribe", "agent-b", "t", "--count", "1"]):
         body = pilot.error(*args)
-        assert body["code"] == "connection_failed", args
-        assert "not available in this build" in body["message"], args
-        assert body["hint"]
+        assert body["code"] == "invalid_argument" and "later issue" in body["message"], args
     # Local checks still come first.
     assert pilot.error("send-message", "agent-z", "--data", "x")["code"] == "not_trusted"
     assert pilot.error("approve", PEER)["code"] == "already_exists"

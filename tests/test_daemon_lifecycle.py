@@ -1,7 +1,8 @@
 """`pilotctl daemon start | stop | status` with real processes (DESIGN 9).
 
-Every test has its own PILOT_HOME, binds UDP on 127.0.0.1 port 0 (never a fixed port)
-and stops its daemons in teardown, whatever happened.
+Every test has its own PILOT_HOME and its own rendezvous server (the daemon registers
+before it reports readiness), binds UDP on 127.0.0.1 port 0 (never a fixed port) and
+stops its daemons and server in teardown, whatever happened.
 """
 
 from __future__ import annotations
@@ -22,9 +23,23 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pilot_processes import RendezvousServer
 
 PILOTCTL = [sys.executable, "-m", "pilot_daemon"]
-RENDEZVOUS = "127.0.0.1:9"  # never contacted: this build has no network service
+RENDEZVOUS = ""  # HOST:PORT of the running test's rendezvous server (fixture below)
+
+
+@pytest.fixture(autouse=True)
+def rendezvous_server() -> Iterator[RendezvousServer]:
+    global RENDEZVOUS
+    root = Path(tempfile.mkdtemp(prefix="pilot-life-rv-"))
+    server = RendezvousServer(root / "rv")
+    RENDEZVOUS = server.hostport
+    try:
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 class Home:
@@ -93,7 +108,8 @@ def test_start_status_stop(homes: Any) -> None:
     assert stat.S_IMODE(os.stat(home.root / "api.sock").st_mode) == 0o600
     assert stat.S_IMODE(os.stat(home.root / "pilot.db").st_mode) == 0o600
     assert (home.root / "daemon.log").exists()
-    assert info["hostname"] == "agent-a" and info["rendezvous"] == RENDEZVOUS
+    assert info["hostname"] == "agent-a"
+    assert info["rendezvous"].split("#")[0] == RENDEZVOUS  # with the key learned on first use
     pid = info["pid"]
     assert pid_alive(pid) and pid != os.getpid()
     assert home.run("daemon", "status", "--check").returncode == 0
@@ -126,7 +142,8 @@ def test_restart_keeps_identity_port_rendezvous_and_hostname(homes: Any) -> None
     second = envelope["data"]
     assert second["node_id"] == first["node_id"]
     assert second["listen"] == first["listen"]
-    assert second["rendezvous"] == RENDEZVOUS and second["hostname"] == "agent-a"
+    assert second["rendezvous"] == first["rendezvous"] and second["hostname"] == "agent-a"
+    assert second["rendezvous"].startswith(RENDEZVOUS + "#")
 
 
 def test_second_daemon_is_refused(homes: Any) -> None:
@@ -149,9 +166,9 @@ def test_no_rendezvous_is_invalid_argument_with_both_ways_in_hint(homes: Any) ->
     assert "--rendezvous" in envelope["hint"] and "PILOT_RENDEZVOUS" in envelope["hint"]
     assert not (home.root / "api.sock").exists()
     # The environment variable is the second way.
-    env = dict(home.env, PILOT_RENDEZVOUS="127.0.0.1:7777")
+    env = dict(home.env, PILOT_RENDEZVOUS=RENDEZVOUS)
     code, envelope = home.json("daemon", "start", "--listen", "127.0.0.1:0", env=env)
-    assert code == 0 and envelope["data"]["rendezvous"] == "127.0.0.1:7777"
+    assert code == 0 and envelope["data"]["rendezvous"].split("#")[0] == RENDEZVOUS
 
 
 def test_port_in_use_fails_at_once_with_a_code(homes: Any) -> None:
