@@ -30,8 +30,9 @@ vectors: install
 test: install system-deps lint vectors
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
+# The issue-5 flow for real: rendezvous + two daemons on loopback, temporary state dirs.
 demo: install
-	$(PY) examples/demo.py
+	$(PY) examples/demo_flow.py
 
 bench: install system-deps
 	$(PY) -m bench
