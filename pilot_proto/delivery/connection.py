@@ -154,6 +154,11 @@ class Connection:
         self._close_deadline: float | None = None
         self._last_close_sent = float("-inf")
 
+        # get_timer's answer, kept until something it depends on may have changed: every
+        # method that can change a timer input clears `_timer_valid` first.
+        self._timer_valid = False
+        self._timer_value: float | None = None
+
         self._next_packet_number = 0
         self._acks = AckTracker(
             config.max_ack_delay, config.ack_eliciting_threshold, config.max_ack_ranges
@@ -427,6 +432,7 @@ class Connection:
         """Send CLOSE and stop. ConnectionClosed(by_peer=False) is emitted at once."""
         if self._state is not ConnectionState.OPEN:
             return
+        self._timer_valid = False
         self._transition(ConnectionEvent.LOCAL_CLOSE)
         self._close_frame = encode_frame(Close(0, reason))
         self._close_pending = True
@@ -461,6 +467,7 @@ class Connection:
     def path_changed(self, now: float) -> None:
         """The Node moved to a new path or session: everything in flight is resent there,
         and RTT, congestion window and path MTU start afresh (RFC 9000 section 9.4)."""
+        self._timer_valid = False
         for packet in self._recovery.discard_all():
             self._requeue(packet[3])
         largest_sent = self._recovery.largest_sent
@@ -480,12 +487,14 @@ class Connection:
             self._ready.append(outgoing)
 
     def _transition(self, event: ConnectionEvent) -> None:
+        self._timer_valid = False
         self._state = CONNECTION_TRANSITIONS[(self._state, event)]
 
     # ================================================================== receiving
 
     def receive_payload(self, payload: bytes, now: float) -> None:
         """Take one authenticated plaintext payload. Never raises on remote input."""
+        self._timer_valid = False
         state = self._state
         if state is not ConnectionState.OPEN:
             self._stats["packet_after_close"] += 1
@@ -750,6 +759,13 @@ class Connection:
 
     def get_timer(self) -> float | None:
         """The earliest time `handle_timer` must be called, or None."""
+        if self._timer_valid:
+            return self._timer_value
+        self._timer_value = deadline = self._compute_timer()
+        self._timer_valid = True
+        return deadline
+
+    def _compute_timer(self) -> float | None:
         state = self._state
         if state is not ConnectionState.OPEN:
             if state is ConnectionState.CLOSED:
@@ -770,6 +786,7 @@ class Connection:
 
     def handle_timer(self, now: float) -> None:
         """Run whatever timers are due at `now`."""
+        self._timer_valid = False
         state = self._state
         if state is not ConnectionState.OPEN:
             if (
@@ -815,33 +832,37 @@ class Connection:
         """Payloads to seal and send now, one per UDP datagram, in order."""
         if self._state is not ConnectionState.OPEN:
             return self._closing_payloads(now)
-        acks = self._acks
-        if not self._ready and not self._probes_due:
+        ready = self._ready
+        pmtu = self._pmtu
+        if not ready and not self._probes_due:
             # The common answer between ACKs on a receiving connection: nothing at all.
-            ack_deadline = acks.ack_deadline
+            ack_deadline = self._acks.ack_deadline
             if (
                 (ack_deadline is None or ack_deadline > now)
-                and self._pmtu.state is not PmtuState.SEARCHING
+                and pmtu.state is not PmtuState.SEARCHING
                 and not self._has_control()
             ):
                 return []
+        self._timer_valid = False
         out: list[bytes] = []
+        acks = self._acks
         recovery = self._recovery
         cc = recovery.cc
         pacer = self._pacer
-        overhead = self.packet_overhead
+        # Neither the path MTU nor whether a probe may be due changes while we build.
+        datagram_size = pmtu.current
+        max_payload = datagram_size - self.packet_overhead
+        may_probe = pmtu.may_probe(now)
         for _ in range(100_000):  # bounded: each round sends a packet or stops
-            datagram_size = self._pmtu.current
-            max_payload = datagram_size - overhead
             probe = self._probes_due > 0
             window_open = probe or cc.bytes_in_flight < cc.congestion_window
-            if window_open:
-                size = self._pmtu.probe_size(now)
+            if window_open and may_probe:
+                size = pmtu.probe_size(now)
                 if size is not None and not probe:
                     out.append(self._build_pmtu_probe(now, size))
                     continue
             payload: bytes | None = None
-            if window_open and (self._ready or self._has_control()):
+            if window_open and (ready or self._has_control()):
                 if not probe and pacer.enabled:
                     until = pacer.delay_until(
                         now, datagram_size, cc.congestion_window, recovery.rtt.smoothed_rtt
@@ -863,7 +884,17 @@ class Connection:
         return out
 
     def _has_control(self) -> bool:
-        return bool(self._control or self._max_message_data_due or self._streams.has_flow_frames())
+        control = self._control
+        streams = self._streams
+        return bool(
+            control.reliable
+            or control.pongs
+            or control.pings_to_send
+            or control.datagrams
+            or self._max_message_data_due
+            or streams.max_data_due
+            or streams.max_stream_data_due
+        )
 
     def _build(
         self, now: float, max_payload: int, eliciting: bool, force_ping: bool
@@ -881,53 +912,64 @@ class Connection:
             parts.append(ack)
             space -= len(ack)
         ack_only_length = len(parts)
+        ready = self._ready
         if eliciting:
-            if self._has_control():
+            control = self._control
+            streams = self._streams
+            if (
+                control.reliable
+                or control.pongs
+                or control.pings_to_send
+                or control.datagrams
+                or self._max_message_data_due
+                or streams.max_data_due
+                or streams.max_stream_data_due
+            ):
                 space = self._add_control(parts, records, space, max_payload)
-            ready = self._ready
-            stalls = 0
-            credit = self._streams.send_credit
-            while ready and space > _ACK_FRAME_RESERVE:
-                item = ready[0]  # a stream, or the message queue: the same interface
-                before = space
-                space = item.fill(parts, records, space, credit)
-                if not item.has_work(credit.limit - credit.used):
-                    ready.popleft()
-                    item.in_ready = False
-                    stalls = 0
-                    continue
-                ready.rotate(-1)  # round robin: the next packet starts with the next stream
-                if space == before:
-                    stalls += 1
-                    if stalls >= len(ready):
-                        break
-                else:
-                    stalls = 0
+            if ready:
+                stalls = 0
+                credit = streams.send_credit
+                while ready and space > _ACK_FRAME_RESERVE:
+                    item = ready[0]  # a stream, or the message queue: the same interface
+                    before = space
+                    space = item.fill(parts, records, space, credit)
+                    if not item.has_work(credit.limit - credit.used):
+                        ready.popleft()
+                        item.in_ready = False
+                        stalls = 0
+                        continue
+                    ready.rotate(-1)  # round robin: the next packet starts with the next one
+                    if space == before:
+                        stalls += 1
+                        if stalls >= len(ready):
+                            break
+                    else:
+                        stalls = 0
             if force_ping and len(parts) == ack_only_length:
                 parts.append(b"\x01" + PROBE_CHALLENGE)
-            if len(parts) > ack_only_length:
-                cc = self._recovery.cc
-                if (
-                    force_ping
-                    or not ready
-                    or cc.bytes_in_flight + 2 * (max_payload + self.packet_overhead)
-                    > cc.congestion_window
-                ):
-                    # Waiting for the ACK threshold would stall us: the window is about
-                    # to fill, this is a probe, or nothing more is queued.
-                    parts.append(b"\x0c")
-        if len(parts) == 1:
-            return None
-        payload = b"".join(parts)
-        self._next_packet_number = packet_number + 1
-        recovery = self._recovery
         if len(parts) == ack_only_length:
+            if ack_only_length == 1:
+                return None
             # ACK-only packets are neither ack-eliciting nor in flight (RFC 9002 section 2)
             # and carry nothing to resend: not worth remembering.
-            recovery.largest_sent = packet_number
+            self._next_packet_number = packet_number + 1
+            self._recovery.largest_sent = packet_number
             self._ack_only_sent += 1
-            return payload
-        size = len(payload) + self.packet_overhead
+            return b"".join(parts)
+        recovery = self._recovery
+        cc = recovery.cc
+        overhead = self.packet_overhead
+        if (
+            force_ping
+            or not ready
+            or cc.bytes_in_flight + 2 * (max_payload + overhead) > cc.congestion_window
+        ):
+            # Waiting for the ACK threshold would stall us: the window is about to fill,
+            # this is a probe, or nothing more is queued.
+            parts.append(b"\x0c")
+        payload = b"".join(parts)
+        self._next_packet_number = packet_number + 1
+        size = len(payload) + overhead
         recovery.on_packet_sent(packet_number, now, size, records)
         self._pacer.on_packet_sent(size)
         self._pacing_until = None

@@ -26,11 +26,11 @@ class ControlFrames:
 
     __slots__ = (
         "_datagram_limit",
-        "_datagrams",
         "_pings",
-        "_pings_to_send",
-        "_pongs",
         "_stats",
+        "datagrams",
+        "pings_to_send",
+        "pongs",
         "reliable",
     )
 
@@ -38,14 +38,16 @@ class ControlFrames:
         self._stats = stats
         #: Encoded frames resent until acknowledged (RECEIPT, STREAM_RESET).
         self.reliable: list[bytes] = []
-        self._pongs: list[bytes] = []
-        self._pings_to_send: list[bytes] = []
+        # Public so that the sender can test for pending frames without a call: the
+        # connection asks before every packet.
+        self.pongs: list[bytes] = []
+        self.pings_to_send: list[bytes] = []
         self._pings: dict[bytes, float] = {}  # challenge -> time sent
-        self._datagrams: deque[bytes] = deque()
+        self.datagrams: deque[bytes] = deque()
         self._datagram_limit = datagram_limit
 
     def __bool__(self) -> bool:
-        return bool(self.reliable or self._pongs or self._pings_to_send or self._datagrams)
+        return bool(self.reliable or self.pongs or self.pings_to_send or self.datagrams)
 
     # ------------------------------------------------------------------ queueing
 
@@ -54,13 +56,13 @@ class ControlFrames:
         if len(pings) >= _MAX_OUTSTANDING_PINGS:
             del pings[next(iter(pings))]
         pings[challenge] = now
-        self._pings_to_send.append(challenge)
+        self.pings_to_send.append(challenge)
 
     def on_ping(self, challenge: bytes) -> None:
         if challenge == PROBE_CHALLENGE:
             return  # a probe or keep-alive: ack-eliciting, never answered
-        if len(self._pongs) < _MAX_PENDING_PONGS:
-            self._pongs.append(challenge)
+        if len(self.pongs) < _MAX_PENDING_PONGS:
+            self.pongs.append(challenge)
         else:
             self._stats["pong_queue_full"] += 1
 
@@ -73,7 +75,7 @@ class ControlFrames:
         return now - sent
 
     def datagram(self, data: bytes) -> None:
-        datagrams = self._datagrams
+        datagrams = self.datagrams
         if len(datagrams) >= self._datagram_limit:
             datagrams.popleft()
             self._stats["datagram_queue_overflow"] += 1
@@ -90,14 +92,14 @@ class ControlFrames:
     ) -> int:
         """Append what fits in `space`; return the space left. Datagrams larger than a
         whole packet (the path MTU shrank) are dropped and counted."""
-        for challenge in self._pongs:
+        for challenge in self.pongs:
             parts.append(b"\x02" + challenge)
             space -= 1 + CHALLENGE_SIZE
-        self._pongs.clear()
-        for challenge in self._pings_to_send:
+        self.pongs.clear()
+        for challenge in self.pings_to_send:
             parts.append(b"\x01" + challenge)
             space -= 1 + CHALLENGE_SIZE
-        self._pings_to_send.clear()
+        self.pings_to_send.clear()
         reliable = self.reliable
         taken = 0
         while taken < len(reliable) and len(reliable[taken]) <= space:
@@ -108,7 +110,7 @@ class ControlFrames:
             taken += 1
         if taken:
             del reliable[:taken]
-        datagrams = self._datagrams
+        datagrams = self.datagrams
         while datagrams:
             data = datagrams[0]
             needed = 1 + varint_size(len(data)) + len(data)

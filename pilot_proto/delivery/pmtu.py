@@ -116,6 +116,19 @@ class PathMtu:
 
     # ------------------------------------------------------------------ probing
 
+    def may_probe(self, now: float) -> bool:
+        """False if `probe_size(now)` is surely None (and stays so until an ACK, a loss or
+        a timer changes this object): lets the sender skip asking for every packet."""
+        state = self.state
+        if state is PmtuState.SEARCHING:
+            return self._probe_number is None
+        return (
+            state is PmtuState.SEARCH_COMPLETE
+            and self._raise_at is not None
+            and now >= self._raise_at
+            and self.current < self._maximum
+        )
+
     def probe_size(self, now: float) -> int | None:
         """The datagram size to probe now, or None if no probe is due."""
         self._maybe_search_again(now)

@@ -9,12 +9,13 @@ some frame at offset 0 is acknowledged.
 
 from __future__ import annotations
 
+import struct
 from bisect import bisect_right, insort
 from typing import Any
 
 from ..errors import StreamBufferFull
 from .flow import SendCredit
-from .frames import FrameType, stream_frame_header
+from .frames import COPY_LIMIT, FrameType, stream_frame_header
 from .ranges import RangeSet
 from .stream_states import SendEvent, SendState, send_transition
 from .varint import encode_varint, varint_size
@@ -31,6 +32,11 @@ _FIN_TYPE = bytes((FrameType.STREAM | FrameType.STREAM_LEN | FrameType.STREAM_FI
 # Coalesce application writes smaller than this into one buffered chunk.
 _SMALL_WRITE = 16 * 1024
 
+# The offset and length varints of a bulk STREAM frame, packed at once: a 4-byte offset
+# (2**14 <= offset < 2**30) with a 2-byte (64 <= length < 2**14) or 4-byte length.
+_pack_offset_u16 = struct.Struct(">IH").pack
+_pack_offset_u32 = struct.Struct(">II").pack
+
 
 class SendStream:
     """The sending state of one stream."""
@@ -39,6 +45,7 @@ class SendStream:
         "_acked_beyond",
         "_chunk_starts",
         "_chunks",
+        "_data_prefix",
         "_first",
         "_header_base",
         "_id_bytes",
@@ -88,6 +95,7 @@ class SendStream:
         self.in_ready = False
         # Frame header pieces that never change for this stream.
         self._id_bytes = encode_varint(stream_id)
+        self._data_prefix = _DATA_TYPE + self._id_bytes
         self._header_base = 1 + len(self._id_bytes) + (varint_size(port) if port is not None else 0)
 
     # ------------------------------------------------------------------ application side
@@ -209,6 +217,77 @@ class SendStream:
     ) -> int:
         """Append frames (wire parts and sent-frame records) within `space` bytes; return
         the space left. New data is limited by the stream's and the connection's credit."""
+        offset = self.next_offset
+        if (
+            self._lost
+            or self.fin_requested
+            or self.open_pending
+            or self.fin_lost
+            or not offset
+            or self.state is SendState.RESET
+        ):
+            return self._fill(parts, frames, space, connection)
+        # The bulk case: new data in the middle of the stream, nothing else. The same
+        # frame `_fill` would make, without its generality.
+        end = self.buffered_end
+        if offset >= end:
+            return space
+        room = (
+            space
+            - self._header_base
+            - (1 if space < 0x40 else 2 if space < 0x4000 else 4 if space < 0x40000000 else 8)
+            - (1 if offset < 0x40 else 2 if offset < 0x4000 else 4 if offset < 0x40000000 else 8)
+        )
+        if room <= 0:
+            return space
+        length = end - offset
+        limit = self.credit.limit - offset
+        if limit < length:
+            length = limit
+        limit = connection.limit - connection.used
+        if limit < length:
+            length = limit
+        if room < length:
+            length = room
+        if length <= 0:
+            return space
+        stop = offset + length
+        if 0x4000 <= offset < 0x40000000 and 0x40 <= length < 0x40000000:
+            if length < 0x4000:
+                header = self._data_prefix + _pack_offset_u16(offset | 0x80000000, length | 0x4000)
+            else:
+                header = self._data_prefix + _pack_offset_u32(
+                    offset | 0x80000000, length | 0x80000000
+                )
+        else:
+            header = self._data_prefix + encode_varint(offset) + encode_varint(length)
+        starts = self._chunk_starts
+        index = bisect_right(starts, offset, self._first) - 1
+        chunk = self._chunks[index]
+        first = offset - starts[index]
+        if first + length <= len(chunk):
+            if length <= COPY_LIMIT:
+                data: bytes | memoryview = chunk[first : first + length]
+            elif length == len(chunk):
+                data = chunk
+            else:
+                data = memoryview(chunk)[first : first + length]
+        else:
+            data = self._slice(offset, stop)
+        connection.used += length
+        self.next_offset = stop
+        parts.append(header)
+        parts.append(data)
+        frames.append((KIND_STREAM, self, offset, stop, False))
+        return space - len(header) - length
+
+    def _fill(
+        self,
+        parts: list[bytes | memoryview],
+        frames: list[tuple[Any, ...]],
+        space: int,
+        connection: SendCredit,
+    ) -> int:
         if self.state is SendState.RESET:
             return space
         overhead = self._header_base + varint_size(space)
