@@ -185,6 +185,22 @@ def test_half_close_both_ways_then_the_stream_is_forgotten() -> None:
         a.open_stream(70000, pair.now)
 
 
+def test_end_stream_after_everything_was_sent_and_acknowledged() -> None:
+    # The FIN travels alone, in a frame of its own, well into the stream.
+    pair = Pair(seed=9)
+    a = pair.a.connection
+    stream_id = a.open_stream(80, pair.now)
+    data = random.Random(9).randbytes(100_000)
+    a.send_stream(stream_id, data, pair.now)
+    pair.run(timeout=5)
+    assert a.bytes_in_flight == 0
+    assert pair.b.app.ended == set()
+    a.send_stream(stream_id, b"", pair.now, end_stream=True)
+    pair.run(timeout=5)
+    assert bytes(pair.b.app.received[stream_id ^ 1]) == data
+    assert pair.b.app.ended == {stream_id ^ 1}
+
+
 def test_reset_stream_reaches_the_peer_and_frees_connection_credit() -> None:
     config = DeliveryConfig(connection_receive_window=1 << 20, stream_receive_window=1 << 20)
     pair = Pair(config, config, Link(delay=0.01), Link(delay=0.01), seed=8)

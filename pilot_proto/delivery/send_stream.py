@@ -220,7 +220,6 @@ class SendStream:
         offset = self.next_offset
         if (
             self._lost
-            or self.fin_requested
             or self.open_pending
             or self.fin_lost
             or not offset
@@ -231,7 +230,7 @@ class SendStream:
         # frame `_fill` would make, without its generality.
         end = self.buffered_end
         if offset >= end:
-            return space
+            return self._fill(parts, frames, space, connection)  # a FIN alone, or nothing
         room = (
             space
             - self._header_base
@@ -252,6 +251,8 @@ class SendStream:
         if length <= 0:
             return space
         stop = offset + length
+        if stop == end and self.fin_requested:
+            return self._fill(parts, frames, space, connection)  # this frame carries the FIN
         if 0x4000 <= offset < 0x40000000 and 0x40 <= length < 0x40000000:
             if length < 0x4000:
                 header = self._data_prefix + _pack_offset_u16(offset | 0x80000000, length | 0x4000)

@@ -166,20 +166,23 @@ class StreamTable:
         return self.entry(stream_id).send.capacity
 
     def read(self, stream_id: int, max_bytes: int) -> bytes:
-        if stream_id not in self.entries and self.was_open(stream_id):
-            return b""
-        entry = self.entry(stream_id)
+        entry = self.entries.get(stream_id)
+        if entry is None or not entry.announced:
+            if stream_id not in self.entries and self.was_open(stream_id):
+                return b""
+            entry = self.entry(stream_id)  # raises
         receive = entry.receive
         data = receive.read(max_bytes)
         if data:
-            self.receive_window.consumed += len(data)
+            window = self.receive_window
+            window.consumed += len(data)
             if receive.window.update_due():
                 self.max_stream_data_due.add(stream_id)
-            if self.receive_window.update_due():
+            if window.update_due():
                 self.max_data_due = True
         if not receive.readable_bytes:
             receive.readable_signalled = False
-        if receive.finish_if_read():
+        if receive.state is ReceiveState.DATA_RECVD and receive.finish_if_read():
             self._events.append(StreamEnded(self.address, stream_id))
             self._maybe_forget(entry)
         return data
@@ -213,6 +216,21 @@ class StreamTable:
         if entry is None:
             return
         receive = entry.receive
+        if not fin and offset == receive.recv_end and receive.state is ReceiveState.RECV:
+            # In order, the bulk case.
+            dropped = receive.take_in_order(data, self.receive_window)
+            if dropped is not None:
+                self._stats[dropped] += 1
+                return
+            if port is not None and entry.port is None:
+                self._on_port(entry, port)
+            if entry.announced and receive.readable_bytes and not receive.readable_signalled:
+                receive.readable_signalled = True
+                event = entry.readable_event
+                if event is None:  # built once per stream: events are immutable values
+                    event = entry.readable_event = StreamReadable(self.address, stream_id)
+                self._events.append(event)
+            return
         try:
             grow = receive.check(offset, len(data), fin)
         except StreamViolation as violation:
