@@ -58,14 +58,17 @@ class AckTracker:
         """Record a packet that authenticated, decoded and was not a duplicate."""
         ranges = self._ranges
         in_order = packet_number == self.largest_received + 1
-        ranges.add(packet_number, packet_number + 1)
+        if in_order and ranges.extend_last(packet_number):
+            pass  # the common case: the newest range grows by one, no new range
+        else:
+            ranges.add(packet_number, packet_number + 1)
+            if len(ranges) > self._max_kept_ranges:
+                ranges.drop_oldest()
+                self._floor = ranges.low
         if packet_number > self.largest_received:
             self.largest_received = packet_number
             self.largest_received_time = now
         self.unacked_packets += 1
-        if len(ranges) > self._max_kept_ranges:
-            ranges.drop_oldest()
-            self._floor = ranges.low
         if not ack_eliciting:
             return
         self._eliciting_since_ack += 1

@@ -90,6 +90,8 @@ __all__ = [
 # KIND_MAX_STREAM_DATA (streams.py), and:
 KIND_MAX_MESSAGE_DATA = 5
 
+_SEARCHING = PmtuState.SEARCHING
+
 # How many delivered message ids a connection remembers for duplicate detection.
 _RECENT_MESSAGE_IDS = 4096
 _ACK_FRAME_RESERVE = 64  # room kept for control frames when sizing data
@@ -837,12 +839,19 @@ class Connection:
         if not ready and not self._probes_due:
             # The common answer between ACKs on a receiving connection: nothing at all.
             ack_deadline = self._acks.ack_deadline
-            if (
-                (ack_deadline is None or ack_deadline > now)
-                and pmtu.state is not PmtuState.SEARCHING
-                and not self._has_control()
-            ):
-                return []
+            if (ack_deadline is None or ack_deadline > now) and pmtu.state is not _SEARCHING:
+                control = self._control
+                streams = self._streams
+                if not (
+                    control.reliable
+                    or control.pongs
+                    or control.pings_to_send
+                    or control.datagrams
+                    or self._max_message_data_due
+                    or streams.max_data_due
+                    or streams.max_stream_data_due
+                ):
+                    return []
         self._timer_valid = False
         out: list[bytes] = []
         acks = self._acks

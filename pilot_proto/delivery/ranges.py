@@ -48,6 +48,15 @@ class RangeSet:
         starts[first:last] = [new_start]
         ends[first:last] = [new_end]
 
+    def extend_last(self, value: int) -> bool:
+        """Add `value` if it is the end of the last range (the in-order case); False
+        (and nothing added) otherwise."""
+        ends = self._ends
+        if ends and ends[-1] == value:
+            ends[-1] = value + 1
+            return True
+        return False
+
     def __contains__(self, value: object) -> bool:
         if not isinstance(value, int):
             return False
