@@ -1,13 +1,14 @@
 """pilotctl's side of the local API: plain blocking HTTP/1.1 over the Unix socket.
 
-Deliberately small and import-light (socket and json only, no asyncio, no http.client):
-pilotctl pays for every import on every command.
+Deliberately small and import-light (the C `_socket` and json only, no asyncio, no
+http.client): pilotctl pays for every import on every command, and `socket.py` alone
+(its IntEnum conversions, `selectors`) costs a few ms of the 40 ms start-up budget.
 """
 
 from __future__ import annotations
 
+import _socket as socket  # the C module: what socket.py wraps, without its import cost
 import json
-import socket
 
 from .errors import ErrorCode, PilotctlError
 from .paths import StateDir
