@@ -391,3 +391,30 @@ def test_pinned_hostname_whose_key_changed(world: World) -> None:
     body = a.error("find", "agent-b")
     assert body["code"] == "key_changed" and world.b_id in body["message"]
     assert "out of band" in body["hint"]
+
+
+def test_auto_approve_untrust_and_reject(world: World) -> None:
+    rv = world.rendezvous
+    g, h, i = world.agent("g"), world.agent("h"), world.agent("i")
+    g_id = g.start("--hostname", "agent-g", "--rendezvous", rv.hostport)["node_id"]
+    h.start("--hostname", "agent-h", "--rendezvous", rv.hostport, "--trust-auto-approve")
+    i_id = i.start("--hostname", "agent-i", "--rendezvous", rv.hostport)["node_id"]
+    # A service agent approves by itself; the send waits for the accept on its way.
+    assert g.ok("handshake", "agent-h")["status"] == "requested"
+    assert g.ok("send-message", "agent-h", "--data", "hello service")["delivered"] is True
+    assert [t["node_id"] for t in h.ok("trust")] == [g_id]
+    # Untrust: the session is closed, and the peer is refused from then on.
+    assert h.ok("untrust", g_id)["network_updated"] is True
+    body = g.error("send-message", "agent-h", "--data", "still there?")
+    assert body["code"] == "not_trusted" and "handshake" in body["hint"]
+    # Reject: the requester learns it and may ask again only after the cool-down.
+    i.ok("handshake", "agent-g", "--justification", "please")
+    wait_for(lambda: g.ok("pending"))
+    assert g.ok("reject", i_id)["notified"] is True
+
+    def refused() -> dict[str, Any] | None:
+        done = i.run("--json", "handshake", "agent-g")
+        return json.loads(done.stdout) if done.returncode == 1 else None
+
+    body = wait_for(refused)
+    assert body["code"] == "not_trusted" and "after" in body["hint"]
