@@ -290,8 +290,13 @@ def _send_file(ns: argparse.Namespace, ctx: _Context) -> object:
     path = os.path.abspath(ns.path)
     if not os.path.isfile(path):
         raise PilotctlError(ErrorCode.NOT_FOUND, f"no such file: {ns.path}")
-    return ctx.client(3600).request("POST", "/v1/files",
-                                    {"to": check_peer(ns.target), "path": path})
+    body = {"to": check_peer(ns.target), "path": path}
+    if ctx.json_mode or not sys.stderr.isatty():
+        return ctx.client(3600).request("POST", "/v1/files", body)
+    from .progress import ProgressBar
+
+    with ProgressBar(ctx.state, path, os.path.basename(path)):
+        return ctx.client(3600).request("POST", "/v1/files", body)
 
 
 def _received(ns: argparse.Namespace, ctx: _Context) -> object:

@@ -20,6 +20,7 @@ from .inbox import iso_utc
 EVENT_KINDS = (
     "message",  # a message landed in the inbox (the inbox entry, without data)
     "file",  # a file landed in received/
+    "file.progress",  # bytes of a file we send (a few times a second, and at the end)
     "delivery",  # a message we sent was acknowledged or given up
     "trust.request",  # a trust request arrived and is pending
     "trust.accepted",  # a peer accepted our request: it is trusted now

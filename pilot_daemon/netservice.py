@@ -792,8 +792,17 @@ class PilotNetwork:
         node, _, _ = self._require()
         deadline = time.monotonic() + timeout
         await self.ensure_session(peer, deadline)
+        host = self._host
+        assert host is not None
+
+        def progress(sent: int, size: int) -> None:
+            host.publish_event("file.progress", {"to": peer.address, "path": str(path),
+                                                 "name": name or path.name, "sent": sent,
+                                                 "bytes": size})
+
         try:
-            return await transfer.send_file(node, peer, path, name or path.name, deadline)
+            return await transfer.send_file(node, peer, path, name or path.name, deadline,
+                                            progress)
         except PilotTimeout:
             raise _timeout(peer, f"{path.name} was not received") from None
         except PilotError as exc:

@@ -60,10 +60,12 @@ def key_values(data: dict[str, Any], keys: Sequence[str] | None = None) -> str:
 def info(data: dict[str, Any]) -> str:
     network = data.get("network") or {}
     shown = dict(data)
-    shown["network"] = (
-        ("registered" if network.get("registered") else "up")
-        if network.get("available") else f"unavailable ({network.get('detail')})"
-    )
+    if not network.get("available"):
+        shown["network"] = f"unavailable ({network.get('detail')})"
+    elif network.get("registered"):
+        shown["network"] = "registered"
+    else:
+        shown["network"] = f"not registered ({network.get('detail') or 'connecting'})"
     return key_values(shown, [
         "node_id", "hostname", "listen", "rendezvous", "nat_type", "candidates", "public",
         "trust_auto_approve", "network", "trusted_peers", "pending_requests",
@@ -146,6 +148,39 @@ def sent(data: dict[str, Any]) -> str:
     return text
 
 
+def _peer(data: dict[str, Any], key: str = "to") -> str:
+    address = data.get(key)
+    hostname = data.get("hostname") if key == "to" else data.get("from_hostname")
+    return f"{hostname} ({address})" if hostname else str(address)
+
+
+def _body(item: dict[str, Any]) -> str:
+    if item.get("encoding") == "base64":
+        return f"(base64) {item.get('data')}"
+    return str(item.get("data"))
+
+
+def streamed(data: list[dict[str, Any]]) -> str:
+    """recv / listen: each stream's data, under a line saying whose it was."""
+    return "\n".join(f"from {_peer(item, 'from')} on port {item.get('port')}:\n{_body(item)}"
+                     for item in data)
+
+
+def stream_sent(data: dict[str, Any]) -> str:
+    return f"sent {data.get('bytes')} bytes to {_peer(data)} port {data.get('port')}"
+
+
+def file_sent(data: dict[str, Any]) -> str:
+    return (f"delivered {data.get('name')} ({data.get('bytes')} bytes, sha256 "
+            f"{data.get('sha256')}) to {_peer(data)}")
+
+
+def bench(data: dict[str, Any]) -> str:
+    size = (data.get("bytes") or 0) / (1 << 20)
+    who = data.get("hostname") or data.get("node_id")
+    return f"{size:.1f} MiB to {who} in {data.get('seconds')} s: {data.get('mbit_per_s')} Mbit/s"
+
+
 def daemon_started(data: dict[str, Any]) -> str:
     return f"pilot daemon started (pid {data.get('pid')})\n" + info(data)
 
@@ -177,5 +212,11 @@ RENDERERS: dict[str, Callable[[Any], str]] = {
     "daemon start": daemon_started,
     "daemon status": daemon_status,
     "daemon stop": lambda d: f"pilot daemon stopped (pid {d.get('pid')})",
+    "recv": streamed,
+    "listen": streamed,
+    "send": stream_sent,
+    "connect": lambda d: _body(d.get("reply") or {}),
+    "send-file": file_sent,
+    "bench": bench,
     "inbox --clear": lambda d: f"removed {d.get('removed', 0)} message(s) from the inbox",
 }

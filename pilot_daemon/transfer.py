@@ -177,8 +177,13 @@ def _sha256(path: Path) -> tuple[int, str]:
     return size, digest.hexdigest()
 
 
-async def send_file(node: Node, peer: PeerRecord, path: Path, name: str,
-                    deadline: float) -> FileSent:
+#: `file.progress` events go out at most this often per transfer (and once at the end).
+PROGRESS_INTERVAL = 0.2
+
+
+async def send_file(node: Node, peer: PeerRecord, path: Path, name: str, deadline: float,
+                    progress: Callable[[int, int], None] | None = None) -> FileSent:
+    """Stream `path` to the peer's file service; `progress(sent, size)` as it goes."""
     try:
         size, digest = await asyncio.to_thread(_sha256, path)
     except OSError as exc:
@@ -188,10 +193,14 @@ async def send_file(node: Node, peer: PeerRecord, path: Path, name: str,
     header = {"op": "file", "name": name, "size": size, "sha256": digest}
     await stream.write(_line(header), timeout=_left(deadline))
     sent = 0
+    reported = time.monotonic()
     with path.open("rb") as handle:
         while sent < size and (chunk := handle.read(min(CHUNK, size - sent))):
             await stream.write(chunk, timeout=_left(deadline))
             sent += len(chunk)
+            if progress is not None and time.monotonic() - reported >= PROGRESS_INTERVAL:
+                reported = time.monotonic()
+                progress(sent, size)
     if sent != size:
         stream.reset("the file shrank while it was sent")
         raise PilotctlError(ErrorCode.INVALID_ARGUMENT, f"{path} changed while it was sent")
@@ -199,6 +208,8 @@ async def send_file(node: Node, peer: PeerRecord, path: Path, name: str,
     reply = await _Reader(stream).line(_left(deadline))
     if not reply.get("ok"):
         raise _answer_error(reply, f"{peer.hostname or peer.address} refused {name}")
+    if progress is not None:
+        progress(size, size)
     return FileSent(str(reply.get("name", name)), size, digest)
 
 
