@@ -289,45 +289,68 @@ def build_parser(only: str | None = None) -> UsageParser:
     command("outbox", "Messages and files", "list messages queued for sending")
 
     # --- Streams and events ---
-    sub = command("connect", "Streams and events", "open a stream to a peer's port",
-                  examples=(f"{PROG} connect agent-b --message hello",
-                            f"echo hello | {PROG} connect agent-b 3000"))
+    sub = command("connect", "Streams and events", "send to a peer's port and print its answer",
+                  "Open a stream to the peer's PORT, send TEXT (or stdin), end it, and print "
+                  "what the peer writes back before it ends its side (a `listen` there "
+                  "echoes).",
+                  examples=(f"{PROG} connect agent-b 2000 --message hello",
+                            f"echo hello | {PROG} connect agent-b 2000"))
     sub.add_argument("target", metavar="NAME|ADDR", help=TARGET_HELP)
     sub.add_argument("port", metavar="PORT", nargs="?", type=port, default=1000,
                      help="port (default 1000)")
     sub.add_argument("--message", metavar="TEXT", help="send TEXT (default: read stdin)")
-    sub.add_argument("--timeout", metavar="SECS", type=duration, default=30.0)
-    sub = command("listen", "Streams and events", "accept streams on a local port")
-    sub.add_argument("port", metavar="PORT", type=port)
-    sub.add_argument("--count", metavar="N", type=count, help="stop after N messages")
-    sub.add_argument("--timeout", metavar="SECS", type=duration)
-    sub = command("send", "Streams and events", "send data to a peer's port")
+    sub.add_argument("--timeout", metavar="SECS", type=duration, default=30.0,
+                     help="give up after SECS (default 30)")
+    sub = command("listen", "Streams and events", "accept streams on a local port, echo them",
+                  "Accept streams peers open to PORT, print each one's data and echo it "
+                  "back; until N streams arrived or the timeout (default 30 s).",
+                  examples=(f"{PROG} listen 2000 --count 1",))
+    sub.add_argument("port", metavar="PORT", type=port, help="port 1-65535")
+    sub.add_argument("--count", metavar="N", type=count, help="stop after N streams")
+    sub.add_argument("--timeout", metavar="SECS", type=duration,
+                     help="stop waiting after SECS (default 30)")
+    sub = command("send", "Streams and events", "send data to a peer's port",
+                  "Open a stream to the peer's PORT, write the data and end it; returns "
+                  "once the peer's daemon has read it all (someone runs `recv PORT` there).",
+                  examples=(f"{PROG} send agent-b 1000 --data 'hello'",))
     sub.add_argument("target", metavar="NAME|ADDR", help=TARGET_HELP)
-    sub.add_argument("port", metavar="PORT", type=port)
-    sub.add_argument("--data", metavar="STR", required=True)
-    sub.add_argument("--timeout", metavar="SECS", type=duration, default=30.0)
-    sub = command("recv", "Streams and events", "receive data on a local port")
-    sub.add_argument("port", metavar="PORT", type=port)
-    sub.add_argument("--count", metavar="N", type=count, default=1)
-    sub.add_argument("--timeout", metavar="SECS", type=duration)
-    sub = command("publish", "Streams and events", "publish an event on a peer's topic")
+    sub.add_argument("port", metavar="PORT", type=port, help="port 1-65535")
+    sub.add_argument("--data", metavar="STR", required=True, help="the data to send")
+    sub.add_argument("--timeout", metavar="SECS", type=duration, default=30.0,
+                     help="give up after SECS (default 30)")
+    sub = command("recv", "Streams and events", "receive data peers send to a local port",
+                  "Wait for N streams (default 1) peers send to PORT and print their data; "
+                  "returns what arrived at the timeout (default 30 s).",
+                  examples=(f"{PROG} recv 1000 --count 3 --timeout 60",))
+    sub.add_argument("port", metavar="PORT", type=port, help="port 1-65535")
+    sub.add_argument("--count", metavar="N", type=count, default=1,
+                     help="streams to wait for (default 1)")
+    sub.add_argument("--timeout", metavar="SECS", type=duration,
+                     help="stop waiting after SECS (default 30)")
+    sub = command("publish", "Streams and events", "publish an event on a peer's topic "
+                  "(later issue)")
     sub.add_argument("target", metavar="NAME|ADDR", help=TARGET_HELP)
     sub.add_argument("topic", metavar="TOPIC")
-    sub.add_argument("--data", metavar="STR", required=True)
-    sub = command("subscribe", "Streams and events", "follow a topic on a peer")
+    sub.add_argument("--data", metavar="STR", required=True, help="the data to send")
+    sub = command("subscribe", "Streams and events", "follow a topic on a peer (later issue)")
     sub.add_argument("target", metavar="NAME|ADDR", help=TARGET_HELP)
     sub.add_argument("topic", metavar="TOPIC", help="topic, or * for all")
     sub.add_argument("--count", metavar="N", type=count)
-    sub.add_argument("--timeout", metavar="SECS", type=duration)
+    sub.add_argument("--timeout", metavar="SECS", type=duration,
+                     help="stop waiting after SECS (default 30)")
 
     # --- Diagnostics ---
-    command("peers", "Diagnostics", "list peers with their path (direct/relay) and RTT")
+    command("peers", "Diagnostics", "list trusted peers with their path and RTT",
+            "List every trusted peer: path direct (with endpoint and RTT) while a session "
+            "exists, else none with the reason (probing, no-candidates, punch-timeout).")
     sub = command("ping", "Diagnostics", "measure round-trip time to a trusted peer",
                   examples=(f"{PROG} ping agent-b --count 5",))
     sub.add_argument("target", metavar="NAME|ADDR", help=TARGET_HELP)
     sub.add_argument("--count", metavar="N", type=count, default=4)
     sub.add_argument("--timeout", metavar="SECS", type=duration, default=10.0)
     sub = command("bench", "Diagnostics", "measure throughput to a trusted peer",
+                  "Stream MB MiB to the peer's daemon (which discards them) and report the "
+                  "throughput.",
                   examples=(f"{PROG} bench agent-b 10",))
     sub.add_argument("target", metavar="NAME|ADDR", help=TARGET_HELP)
     sub.add_argument("megabytes", metavar="MB", nargs="?", type=count, default=1,
