@@ -63,7 +63,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         key, data = result
     else:
         data = result
-    _print_ok(json_mode, key, data)
+    try:
+        _print_ok(json_mode, key, data)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # `pilotctl inbox | head -1`: the reader left; that is not an error of ours.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
 
 
