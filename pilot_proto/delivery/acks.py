@@ -11,7 +11,9 @@ Packets that only carry ACKs or PADDING are recorded but never ACKed on their ow
 
 from __future__ import annotations
 
+from .frames import encode_ack
 from .ranges import RangeSet
+from .varint import encode_varint
 
 __all__ = ["AckTracker"]
 
@@ -76,6 +78,26 @@ class AckTracker:
             self.ack_deadline = now
         elif self.ack_deadline is None:
             self.ack_deadline = now + self._max_ack_delay
+
+    def build_frame(self, now: float, limit: int) -> bytes:
+        """`build`, encoded as an ACK frame; one range (the common case) without lists."""
+        ranges = self._ranges
+        if len(ranges) != 1:
+            return encode_ack(*self.build(now, limit))
+        self._eliciting_since_ack = 0
+        self.ack_deadline = None
+        self.unacked_packets = 0
+        delay_us = int((now - self.largest_received_time) * 1_000_000)
+        high = ranges.high - 1
+        return b"".join(
+            (
+                b"\x03",
+                encode_varint(high),
+                encode_varint(delay_us if delay_us > 0 else 0),
+                b"\x00",
+                encode_varint(high - ranges.low),
+            )
+        )
 
     def build(self, now: float, limit: int) -> tuple[tuple[tuple[int, int], ...], int]:
         """The ranges (inclusive, largest first) and delay (microseconds) of an ACK frame."""

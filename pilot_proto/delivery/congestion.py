@@ -16,10 +16,9 @@ class CongestionController(Protocol):
     """What the connection needs from any congestion control algorithm."""
 
     congestion_window: int
+    #: Bytes of in-flight packets. LossRecovery adds each packet sent to it directly (no
+    #: call per packet); acks, losses and discards go through the methods below.
     bytes_in_flight: int
-
-    def on_packet_sent(self, size: int) -> None:
-        """An in-flight packet of `size` bytes left."""
 
     def on_packet_acked(self, size: int, time_sent: float) -> None:
         """An in-flight packet sent at `time_sent` was acknowledged."""
@@ -84,9 +83,6 @@ class NewReno:
     @property
     def minimum_window(self) -> int:
         return self._minimum_packets * self._max_datagram_size
-
-    def on_packet_sent(self, size: int) -> None:
-        self.bytes_in_flight += size
 
     def on_packet_acked(self, size: int, time_sent: float) -> None:
         in_flight_before = self.bytes_in_flight

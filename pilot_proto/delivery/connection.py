@@ -64,7 +64,6 @@ from .frames import (
     Stream,
     decode_ack,
     decode_payload,
-    encode_ack,
     encode_frame,
 )
 from .frames import StreamReset as StreamResetFrame
@@ -91,10 +90,13 @@ __all__ = [
 KIND_MAX_MESSAGE_DATA = 5
 
 _SEARCHING = PmtuState.SEARCHING
+_pack_u32 = struct.Struct(">I").pack
+_unpack_offset_length = struct.Struct(">IH").unpack_from
 
 # How many delivered message ids a connection remembers for duplicate detection.
 _RECENT_MESSAGE_IDS = 4096
 _ACK_FRAME_RESERVE = 64  # room kept for control frames when sizing data
+_ID_BATCH = 32  # message ids drawn from rng at once
 
 
 class ConnectionState(enum.Enum):
@@ -148,6 +150,8 @@ class Connection:
         self._packets_received = 0
         self._ack_only_sent = 0
         self._rng = rng
+        self._id_pool = b""
+        self._id_position = 0
         self._listening = listening_ports
         self._events: deque[Event] = deque()
         self._state = ConnectionState.OPEN
@@ -360,10 +364,18 @@ class Connection:
         return message_id
 
     def _random_message_id(self) -> bytes:
+        # Drawn from rng in batches: one call (a system call with os.urandom) per
+        # _ID_BATCH messages instead of one per message.
         for _ in range(4):
-            message_id = bytes(self._rng(MESSAGE_ID_SIZE))
-            if len(message_id) != MESSAGE_ID_SIZE:
-                raise LocalProtocolError("rng returned the wrong number of bytes")
+            pool = self._id_pool
+            position = self._id_position
+            if position >= len(pool):
+                pool = self._id_pool = bytes(self._rng(_ID_BATCH * MESSAGE_ID_SIZE))
+                if len(pool) != _ID_BATCH * MESSAGE_ID_SIZE:
+                    raise LocalProtocolError("rng returned the wrong number of bytes")
+                position = 0
+            self._id_position = position + MESSAGE_ID_SIZE
+            message_id = pool[position : position + MESSAGE_ID_SIZE]
             if message_id not in self._outgoing.unreceipted:
                 return message_id
         raise LocalProtocolError("rng keeps returning message ids already in use")
@@ -377,7 +389,7 @@ class Connection:
                 f"message {bytes(message_id).hex()} is not awaiting confirmation"
             ) from None
         if self._state is ConnectionState.OPEN:
-            self._control.reliable.append(encode_frame(Receipt(message_id)))
+            self._control.reliable.append(b"\x04" + message_id)  # RECEIPT
 
     def open_stream(self, port: int, now: float) -> int:
         """Open a stream to the peer's `port`; return its id (even numbers)."""
@@ -522,8 +534,15 @@ class Connection:
                     pos += 2
                 else:
                     stream_id, pos = _read_varint(payload, pos + 1)
-                offset, pos = _read_varint(payload, pos)
-                length, pos = _read_varint(payload, pos)
+                if payload[pos] >> 6 == 2 and payload[pos + 4] >> 6 == 1:
+                    # 4-byte offset and 2-byte length: a bulk frame of a small datagram
+                    offset, length = _unpack_offset_length(payload, pos)
+                    offset &= 0x3FFFFFFF
+                    length &= 0x3FFF
+                    pos += 6
+                else:
+                    offset, pos = _read_varint(payload, pos)
+                    length, pos = _read_varint(payload, pos)
                 stop = pos + length
                 if stop == end:
                     immediate = False
@@ -910,14 +929,17 @@ class Connection:
     ) -> bytes | None:
         """Assemble one packet; None if there was nothing to put in it."""
         packet_number = self._next_packet_number
-        number = encode_varint(packet_number)
+        if 0x4000 <= packet_number < 0x40000000:
+            number = _pack_u32(packet_number | 0x80000000)
+            space = max_payload - 5  # one byte kept for IMMEDIATE_ACK
+        else:
+            number = encode_varint(packet_number)
+            space = max_payload - len(number) - 1
         parts: list[bytes | memoryview] = [number]
         records: list[tuple[Any, ...]] = []
-        space = max_payload - len(number) - 1  # one byte kept for IMMEDIATE_ACK
         acks = self._acks
         if acks.ack_deadline is not None:
-            ranges, delay = acks.build(now, self.config.max_ack_ranges)
-            ack = encode_ack(ranges, delay)
+            ack = acks.build_frame(now, self.config.max_ack_ranges)
             parts.append(ack)
             space -= len(ack)
         ack_only_length = len(parts)
@@ -980,7 +1002,9 @@ class Connection:
         self._next_packet_number = packet_number + 1
         size = len(payload) + overhead
         recovery.on_packet_sent(packet_number, now, size, records)
-        self._pacer.on_packet_sent(size)
+        pacer = self._pacer
+        if pacer.rate:  # pacer.on_packet_sent, inlined
+            pacer.tokens -= size
         self._pacing_until = None
         self._packets_sent += 1
         return payload

@@ -17,7 +17,7 @@ from .config import MESSAGE_ACCOUNTING_OVERHEAD
 from .flow import ReceiveWindow, SendCredit
 from .frames import message_frame_header
 from .ranges import RangeSet
-from .varint import MAX_VARINT, varint_size
+from .varint import MAX_VARINT, encode_varint, varint_size
 
 __all__ = [
     "KIND_MESSAGE",
@@ -39,7 +39,16 @@ _MAX_HEADER = 1 + 1 + 16 + 1 + 4 * 8 + 16
 class OutgoingMessage:
     """A message until its RECEIPT arrives."""
 
-    __slots__ = ("base", "data", "message_id", "next_offset", "receipted", "reply_to", "type_code")
+    __slots__ = (
+        "base",
+        "data",
+        "header_prefix",
+        "message_id",
+        "next_offset",
+        "receipted",
+        "reply_to",
+        "type_code",
+    )
 
     def __init__(
         self, message_id: bytes, type_code: int, data: bytes, reply_to: bytes | None
@@ -51,6 +60,8 @@ class OutgoingMessage:
         self.base = 0
         self.next_offset = 0
         self.receipted = False
+        #: Every MESSAGE frame of this message up to its offset field (set by `add`).
+        self.header_prefix = b""
 
 
 class OutgoingMessages:
@@ -69,8 +80,13 @@ class OutgoingMessages:
         self.in_ready = False
 
     def add(self, message: OutgoingMessage) -> None:
-        message.base = self.next_base
-        self.next_base += len(message.data) + _OVERHEAD
+        message.base = base = self.next_base
+        total = len(message.data)
+        self.next_base += total + _OVERHEAD
+        # The fields every chunk repeats, encoded once (frames.message_frame_header).
+        message.header_prefix = message_frame_header(
+            base, message.message_id, message.type_code, total, 0, 0, message.reply_to
+        )[:-2]
         self.unreceipted[message.message_id] = message
         self._fresh.append(message)
 
@@ -94,15 +110,11 @@ class OutgoingMessages:
         end: int,
     ) -> int:
         data = message.data
-        header = message_frame_header(
-            message.base,
-            message.message_id,
-            message.type_code,
-            len(data),
-            start,
-            end - start,
-            message.reply_to,
-        )
+        length = end - start
+        if start:
+            header = message.header_prefix + encode_varint(start) + encode_varint(length)
+        else:
+            header = message.header_prefix + b"\x00" + encode_varint(length)
         parts.append(header)
         if end > start:
             if start == 0 and end == len(data):

@@ -18,34 +18,35 @@ _MIN_PACED_RTT = 1e-5
 class Pacer:
     """Decides when the next packet of a given size may leave."""
 
-    __slots__ = ("_burst_packets", "_last", "_rate", "_tokens", "enabled")
+    __slots__ = ("_burst_packets", "_last", "enabled", "rate", "tokens")
 
     def __init__(self, enabled: bool, burst_packets: int = 10) -> None:
         self.enabled = enabled
         self._burst_packets = burst_packets
-        self._tokens = 0.0
+        self.tokens = 0.0
         self._last = float("-inf")
-        self._rate = 0.0
+        self.rate = 0.0
 
     def delay_until(
         self, now: float, size: int, congestion_window: int, smoothed_rtt: float
     ) -> float | None:
         """None if a packet of `size` bytes may go now, else the time it may go."""
         if not self.enabled or smoothed_rtt < _MIN_PACED_RTT:
-            self._rate = 0.0
+            self.rate = 0.0
             return None
         rate = _PACING_GAIN * congestion_window / smoothed_rtt
-        self._rate = rate
+        self.rate = rate
         capacity = self._burst_packets * size
-        tokens = self._tokens + (now - self._last) * rate
+        tokens = self.tokens + (now - self._last) * rate
         if tokens > capacity:
             tokens = capacity
-        self._tokens = tokens
+        self.tokens = tokens
         self._last = now
         if tokens >= size:
             return None
         return now + (size - tokens) / rate
 
     def on_packet_sent(self, size: int) -> None:
-        if self._rate:
-            self._tokens -= size
+        """(The connection inlines this: `if pacer.rate: pacer.tokens -= size`.)"""
+        if self.rate:
+            self.tokens -= size

@@ -103,7 +103,7 @@ class LossRecovery:
         """An ack-eliciting, in-flight packet left."""
         self.sent[number] = (number, time_sent, size, frames, False)
         self.largest_sent = number
-        self.cc.on_packet_sent(size)
+        self.cc.bytes_in_flight += size
         if not self._eliciting_outstanding:
             self._silence_start = time_sent
         self._eliciting_outstanding += 1
