@@ -38,11 +38,50 @@ class SessionConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class PathConfig:
+    """Paths and NAT traversal (DESIGN 7): every timer here is a config value so tests
+    and the NAT lab can shorten them. Seconds unless said otherwise."""
+
+    #: A PING goes out on an idle direct path this often, below NAT mapping timeouts
+    #: (RFC 4787 REQ-5: at least 2 minutes, but real routers use 30 s). None: never.
+    keepalive_interval: float | None = 20.0
+    #: Synchronized punching: the first rounds of probes are this far apart, doubling up
+    #: to `punch_interval_max`; both sides run the same schedule from the agreed start.
+    punch_interval: float = 0.1
+    punch_interval_max: float = 1.0
+    #: `probing` gives way to a final reason this long after the introduction.
+    reason_deadline: float = 15.0
+    #: TTL of the opener sent to each candidate when an introduction arrives: enough to
+    #: leave our own NAT, too little to reach the peer's (DESIGN 7). None: no opener.
+    opener_ttl: int | None = 2
+    #: A direct path whose data (or keepalive PING) gets no ACK or PONG for this many
+    #: RTOs is left for the relay at once.
+    liveness_rtos: float = 2.0
+    #: Direct retries after a failure: the first after `direct_retry_min`, doubling up
+    #: to `direct_retry_max`; a local address change resets the backoff.
+    direct_retry_min: float = 1.0
+    direct_retry_max: float = 60.0
+    #: A challenge to a new address is resent this often, this many times in all.
+    challenge_interval: float = 0.5
+    challenge_attempts: int = 3
+    #: Until a new address answers a challenge we send it at most this many times the
+    #: bytes it sent us (DESIGN 6 and RFC 9000 section 8.1: no amplification).
+    unvalidated_amplification: int = 3
+    #: PONGs (and triggered PINGs) a peer can draw per second, past which probes are dropped.
+    probe_answers_per_second: float = 50.0
+    #: Never try direct paths: the relay only, reported as `relay-only`.
+    relay_only: bool = False
+    #: Direct candidates kept per peer.
+    max_candidates: int = 16
+
+
+@dataclass(frozen=True, slots=True)
 class NodeConfig:
     """Everything a Node can be tuned with; every field has a sensible default."""
 
     session: SessionConfig = field(default_factory=SessionConfig)
     delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
+    paths: PathConfig = field(default_factory=PathConfig)
     #: A public node completes handshakes with peers it does not trust (they still get no
     #: application events, only trust frames). Private nodes stay silent to strangers.
     public: bool = False

@@ -57,6 +57,36 @@ class PeerInfo:
     rtt: float | None
     datagram_size: int | None
     handshake_in_progress: bool
+    #: DESIGN 7 (contract): "direct", "relay" or "none"; `endpoint` is where packets go
+    #: (the peer's address on a direct path, the relay's on the relay).
+    path: str = "none"
+    #: When not direct: one of `paths.REASONS` (symmetric-nat, peer-filtered,
+    #: punch-timeout, no-candidates, probing, relay-only); None on a direct path.
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PathChanged(Event):
+    """The path toward a peer changed: `path` is "direct", "relay" or "none" (DESIGN 7),
+    `endpoint` where packets now go, `reason` why it is not direct (None when it is)."""
+
+    path: str
+    endpoint: Addr | None
+    reason: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class NatDiscovered(Event):
+    """`Node.discover_nat` finished (`address` is our own). `mapping` and `filtering` are
+    RFC 4787 behaviours ("endpoint-independent", "address-dependent",
+    "address-and-port-dependent" or "unknown"); `reflexive` our addresses as the STUN
+    server saw them; `nat_type` the one-word summary `pilotctl info` shows."""
+
+    nat_type: str
+    mapping: str
+    filtering: str
+    reflexive: tuple[Addr, ...]
+    notes: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,6 +19,7 @@ from .events import (
     Event,
     HandshakeCompleted,
     HandshakeFailed,
+    PathChanged,
     PeerInfo,
     RendezvousConnected,
     RendezvousFailed,
@@ -28,6 +29,7 @@ from .handshake import OutgoingHandshake, PeerProof, TransportKeys, read_initiat
 from .handshake_xx import XXInitiator, XXResponder
 from .identity import BindingCache, Identity
 from .keypair import Keypair
+from .nat import NatDiscovery
 from .packets import (
     COOKIE_REPLY,
     HANDSHAKE_INITIATION,
@@ -50,8 +52,12 @@ from .packets import (
     encode_xx_init,
     encode_xx_response,
 )
+from .paths import PathReport, ProbeOut
 from .peer import Peer, PendingRendezvous
+from .probe import PATH_PROBE, PING, ProbeKey, pair_id_of
 from .records import IdentityRecord
+from .relay import RELAY, RELAY_OVERHEAD, decode_relay, encode_relay
+from .stun_client import ClassifierConfig
 from .timestamp import InitiationClock
 from .transmit import Addr, Transmit
 
@@ -71,6 +77,8 @@ ACCEPTED_OUTCOMES = (
     "cookie_replies_sent",
     "cookies_received",
     "xx_answered",
+    "accepted_probe",
+    "accepted_stun",
     "internal_error",
 )
 
@@ -114,6 +122,18 @@ class Node:
         self._rendezvous_by_index: dict[int, PendingRendezvous] = {}
         #: Half-open XX handshakes we answered (server side), oldest first.
         self._xx_half_open: dict[int, tuple[XXResponder, Addr]] = {}
+        #: Peers by the direct address they are reached at (a relay finds senders here).
+        self._peer_by_path: dict[Addr, Peer] = {}
+        #: Peers by the pair id of their probe key (probes name the pair, not the node).
+        self._peer_by_pair_id: dict[bytes, Peer] = {}
+        #: Rendezvous servers that relay for us (node addresses), from introductions.
+        self._relays: set[str] = set()
+        self._local_candidates: tuple[Addr, ...] = ()
+        self._nat: NatDiscovery | None = None
+        #: Our NAT's mapping behaviour as last discovered (DESIGN 7), told to peers.
+        self.nat_mapping = "unknown"
+        #: The latest `now` seen, for status reports that take no `now`.
+        self._last_now = 0.0
 
     # ------------------------------------------------------------------ identity and peers
 
@@ -146,11 +166,13 @@ class Node:
         peer.cookie_jar = CookieJar(
             record.static_public, self.config.session.cookie_secret_lifetime
         )
+        self._derive_probe_key(peer)
         self.set_endpoints(record.address, endpoints)
 
     def set_endpoints(self, address: str, endpoints: Iterable[Addr]) -> None:
         peer = self._peer(address)
         peer.endpoints = list(dict.fromkeys(endpoints))
+        peer.paths.set_candidates(peer.endpoints)
 
     def set_trust(self, address: str, trusted: bool, now: float) -> None:
         """Trust or untrust a known peer. Untrusting closes its session and drops its queues."""
@@ -158,12 +180,17 @@ class Node:
         peer.trusted = trusted
         if not trusted:
             self._close_session(peer, "untrusted", now, by_peer=False)
+            peer.paths.forget()
+            self._after_route_change(peer, now)
 
     def remove_peer(self, address: str, now: float) -> None:
         """Forget a peer entirely: its session (closed quietly), keys and delivery state."""
         peer = self._peers.pop(address, None)
         if peer is None:
             return
+        self._unindex_path(peer)
+        if peer.probe_key is not None:
+            self._peer_by_pair_id.pop(peer.probe_key.pair_id, None)
         for kp in peer.keys.clear():
             self._forget_keypair(kp)
         if peer.handshake is not None:
@@ -179,8 +206,14 @@ class Node:
         return list(self._peers)
 
     def peer_path(self, address: str) -> Addr | None:
-        """The endpoint authenticated traffic from the peer last came from, if any."""
+        """The peer's validated direct address: where authenticated traffic came from
+        and, after a move, where a PONG proved it can be reached (DESIGN 7)."""
         return self._peer(address).path
+
+    def peer_at(self, addr: Addr) -> str | None:
+        """The peer whose validated direct address `addr` is, if any."""
+        peer = self._peer_by_path.get(addr)
+        return peer.address if peer is not None else None
 
     def has_session(self, address: str) -> bool:
         peer = self._peers.get(address)
@@ -258,15 +291,98 @@ class Node:
         peer = self._peer(address)
         connection = peer.connection
         has_session = peer.keys.sending is not None
+        report = peer.paths.report(self._last_now)
+        endpoint = report.direct if report.path == "direct" else self._relay_endpoint(peer)
         return PeerInfo(
             address=address,
             trusted=peer.trusted,
             has_session=has_session,
-            endpoint=peer.path,
+            endpoint=endpoint,
             rtt=connection.smoothed_rtt if connection is not None and has_session else None,
             datagram_size=connection.datagram_size if connection is not None else None,
             handshake_in_progress=peer.handshake is not None,
+            path=report.path,
+            reason=report.reason,
         )
+
+    # ------------------------------------------------------------------ NAT traversal
+
+    def introduce(
+        self,
+        address: str,
+        candidates: Iterable[Addr],
+        now: float,
+        *,
+        start_delay: float = 0.0,
+        probe_limit: int = 32,
+        relay: str | None = None,
+    ) -> None:
+        """Apply a rendezvous introduction (DESIGN 6-7): punch toward `candidates` from
+        `now + start_delay` in step with the peer, and use `relay` (the node address of
+        the rendezvous that introduced us, a peer with a session) until a direct path is
+        proven. Add the peer (`add_peer`) first. Data can be sent at once: it goes
+        through the relay until a PONG proves a direct path."""
+        peer = self._trusted_peer(address)
+        if relay is not None:
+            self._peer(relay)  # must be known: the rendezvous session's peer
+            self._relays.add(relay)
+        peer.paths.set_our_mapping(self.nat_mapping)
+        probes = peer.paths.introduce(
+            list(candidates), relay, start_delay, probe_limit, now
+        )
+        self._send_probes(peer, probes)
+        self._after_route_change(peer, now)
+        self._touch(peer)
+
+    def set_local_candidates(self, candidates: Iterable[Addr], now: float) -> None:
+        """Our own endpoints (from interface addresses, DESIGN 7). A change means a new
+        network: direct paths are retried at once, with the backoff reset."""
+        fresh = tuple(dict.fromkeys(candidates))
+        if fresh == self._local_candidates:
+            return
+        self._local_candidates = fresh
+        for peer in self._peers.values():
+            peer.paths.on_local_change(now)
+            self._stale.add(peer)
+
+    @property
+    def local_candidates(self) -> tuple[Addr, ...]:
+        return self._local_candidates
+
+    def discover_nat(
+        self,
+        primary: Addr,
+        now: float,
+        alternate: Addr | None = None,
+        config: ClassifierConfig | None = None,
+    ) -> None:
+        """Classify our NAT against a STUN server from this node's socket (RFC 5780):
+        the rendezvous (its second address comes in OTHER-ADDRESS) or any STUN server.
+        A `NatDiscovered` event follows; peers are told our mapping in probes."""
+        self._nat = NatDiscovery(self._rng, primary, alternate, config)
+        self._nat.start(now)
+        self._outbox.extend(self._nat.datagrams_to_send(now))
+
+    def _on_stun(self, data: bytes, addr: Addr, now: float) -> None:
+        nat = self._nat
+        if nat is None or not nat.receive(data, addr, now):
+            self.stats["drop_stun_unhandled"] += 1
+            return
+        self.stats["accepted_stun"] += 1
+        self._nat_progress(now)
+
+    def _nat_progress(self, now: float) -> None:
+        nat = self._nat
+        if nat is None:
+            return
+        self._outbox.extend(nat.datagrams_to_send(now))
+        outcome = nat.outcome(self.address)
+        if outcome is not None:
+            self._nat = None
+            self.nat_mapping = outcome.mapping
+            for peer in self._peers.values():
+                peer.paths.set_our_mapping(outcome.mapping)
+            self._events.append(outcome)
 
     def close_peer(self, address: str, now: float, reason: str = "closed") -> None:
         """Close the session gracefully: the peer is told, then the keys are dropped."""
@@ -288,6 +404,7 @@ class Node:
     def receive_datagram(self, data: bytes, addr: Addr, now: float) -> None:
         """Process one datagram from the network. Never raises: drops are counted."""
         self.stats["datagrams_received"] += 1
+        self._last_now = now
         if not data:
             self.stats["drop_empty"] += 1
             return
@@ -307,8 +424,12 @@ class Node:
                 self._on_xx_response(data, addr, now)
             elif kind == XX_FINISH:
                 self._on_xx_finish(data, addr, now)
+            elif kind == PATH_PROBE:
+                self._on_probe(data, addr, now, None)
+            elif kind == RELAY:
+                self._on_relay(data, addr, now)
             elif kind in _STUN_FIRST_BYTES:
-                self.stats["drop_stun_unhandled"] += 1
+                self._on_stun(data, addr, now)
             else:
                 self.stats["drop_unknown_type"] += 1
         except Exception:  # a bug must not become a remote kill switch; tests assert zero
@@ -336,9 +457,14 @@ class Node:
         for pending in self._rendezvous.values():
             if deadline is None or pending.retry_at < deadline:
                 deadline = pending.retry_at
+        if self._nat is not None:
+            t = self._nat.get_timer()
+            if t is not None and (deadline is None or t < deadline):
+                deadline = t
         return deadline
 
     def _peer_deadline(self, peer: Peer) -> float | None:
+        peer.paths.session_up = peer.keys.sending is not None
         deadline = peer.handshake_retry_at
         expiry = peer.keys.next_expiry(self.config.session.reject_after_time)
         if expiry is not None and (deadline is None or expiry < deadline):
@@ -347,6 +473,12 @@ class Node:
             t = peer.connection.get_timer()
             if t is not None and (deadline is None or t < deadline):
                 deadline = t
+            t = peer.paths.liveness_deadline(peer.connection.silence_start)
+            if t is not None and (deadline is None or t < deadline):
+                deadline = t
+        t = peer.paths.deadline()
+        if t is not None and (deadline is None or t < deadline):
+            deadline = t
         return deadline
 
     def _touch(self, peer: Peer) -> None:
@@ -356,10 +488,16 @@ class Node:
 
     def handle_timer(self, now: float) -> None:
         session = self.config.session
+        self._last_now = now
         self._stale.update(self._peers.values())
         for pending in list(self._rendezvous.values()):
             if now >= pending.retry_at:
                 self._retry_rendezvous(pending, now)
+        if self._nat is not None:
+            timer = self._nat.get_timer()
+            if timer is not None and now >= timer:
+                self._nat.handle_timer(now)
+                self._nat_progress(now)
         for peer in list(self._peers.values()):
             for kp in peer.keys.expire(
                 now, session.reject_after_time, session.reject_after_packets
@@ -374,13 +512,38 @@ class Node:
                     connection.handle_timer(now)
                     self._drain(peer, now)
                     self._touch(peer)
+            self._path_timers(peer, now)
+
+    def _path_timers(self, peer: Peer, now: float) -> None:
+        paths = peer.paths
+        paths.session_up = peer.keys.sending is not None
+        connection = peer.connection
+        if connection is not None and peer.keys.sending is not None:
+            paths.rto = connection.rto
+        changed = False
+        if connection is not None and paths.check_liveness(connection.silence_start, now):
+            self.stats["direct_path_failures"] += 1
+            changed = True
+        deadline = paths.deadline()
+        if deadline is not None and now >= deadline:
+            moved, probes = paths.handle_timer(now)
+            if moved:
+                self.stats["direct_path_failures"] += 1
+            changed = changed or moved
+            self._send_probes(peer, probes)
+        if changed:
+            self._after_route_change(peer, now)
+        elif peer.last_report is not None:
+            self._report_path(peer, now)
 
     def next_event(self) -> Event | None:
         return self._events.popleft() if self._events else None
 
     # ------------------------------------------------------------------ receiving
 
-    def _on_transport(self, data: bytes, addr: Addr, now: float) -> None:
+    def _on_transport(
+        self, data: bytes, addr: Addr, now: float, relayed_from: str | None = None
+    ) -> None:
         if len(data) < TRANSPORT_OVERHEAD:
             self.stats["drop_short_transport"] += 1
             return
@@ -390,6 +553,9 @@ class Node:
             self.stats["drop_unknown_index"] += 1
             return
         peer, kp = entry
+        if relayed_from is not None and relayed_from != peer.address:
+            self.stats["drop_relay_mismatch"] += 1
+            return
         if not kp.replay.would_accept(counter):
             self.stats["drop_replay"] += 1
             return
@@ -402,9 +568,17 @@ class Node:
             peer.keys.confirm(kp, now)
             self._touch(peer)
             self._announce_session(peer, initiator=False)
-        if peer.path != addr and counter >= kp.replay.highest:
-            # Roaming: the newest authenticated packet names the peer's current address.
-            peer.path = addr
+        # Roaming (DESIGN 7): the newest authenticated packet from a new address draws a
+        # challenge there; traffic moves only once the PONG proves the address.
+        changed, probes = peer.paths.on_authenticated(
+            None if relayed_from is not None else addr,
+            len(data),
+            counter >= kp.replay.highest,
+            now,
+        )
+        self._send_probes(peer, probes)
+        if changed:
+            self._after_route_change(peer, now)
         if not payload:
             self.stats["accepted_transport"] += 1
             self.stats["keepalives_received"] += 1
@@ -424,7 +598,9 @@ class Node:
             recent.popleft()
         return len(recent) >= self.config.session.cookie_load_threshold
 
-    def _on_initiation(self, data: bytes, addr: Addr, now: float) -> None:
+    def _on_initiation(
+        self, data: bytes, addr: Addr, now: float, relayed_from: str | None = None
+    ) -> None:
         initiation = decode_initiation(data)
         if initiation is None:
             self.stats["drop_malformed_initiation"] += 1
@@ -433,9 +609,8 @@ class Node:
             self.stats["drop_bad_mac1"] += 1
             return
         if self._under_load(now) and not self._cookies.mac2_valid(data, addr, now):
-            self._outbox.append(
-                Transmit(self._cookies.cookie_reply(initiation.sender_index, data, addr, now), addr)
-            )
+            reply = self._cookies.cookie_reply(initiation.sender_index, data, addr, now)
+            self._outbox.append(self._reply(reply, addr, relayed_from))
             self.stats["cookie_replies_sent"] += 1
             return
         self._recent_initiations.append(now)
@@ -448,6 +623,9 @@ class Node:
         peer = self._accept_peer(incoming.proof)
         if peer is None:
             return
+        if relayed_from is not None and relayed_from != peer.address:
+            self.stats["drop_relay_mismatch"] += 1
+            return
         if incoming.timestamp_ns <= peer.newest_initiation_ns:
             # A replayed (or reordered older) initiation: no state, no reply (DESIGN 4).
             self.stats["drop_replayed_initiation"] += 1
@@ -457,21 +635,29 @@ class Node:
         index = self._new_index()
         restarted = self._learn_proof(peer, incoming.proof, now)
         self._install_keypair(peer, index, initiation.sender_index, keys, initiator=False, now=now)
-        self._outbox.append(
-            Transmit(encode_response(index, initiation.sender_index, message), addr)
-        )
-        peer.path = addr
+        response = encode_response(index, initiation.sender_index, message)
+        self._outbox.append(self._reply(response, addr, relayed_from))
+        if peer.paths.on_handshake(
+            None if relayed_from is not None else addr, now, answered=False
+        ):
+            self._after_route_change(peer, now)
         peer.last_received = now
         self.stats["handshakes_answered"] += 1
         peer.restart_unannounced = peer.restart_unannounced or restarted
 
-    def _on_response(self, data: bytes, addr: Addr, now: float) -> None:
+    def _on_response(
+        self, data: bytes, addr: Addr, now: float, relayed_from: str | None = None
+    ) -> None:
         response = decode_response(data)
         if response is None:
             self.stats["drop_malformed_response"] += 1
             return
         pending = self._rendezvous_by_index.get(response.receiver_index)
-        if pending is not None and isinstance(pending.handshake, OutgoingHandshake):
+        if (
+            pending is not None
+            and isinstance(pending.handshake, OutgoingHandshake)
+            and relayed_from is None
+        ):
             result = pending.handshake.read_response(response.noise_message, self._bindings)
             if result is None:
                 self.stats["drop_bad_response"] += 1
@@ -482,6 +668,9 @@ class Node:
         peer = self._handshakes_by_index.get(response.receiver_index)
         if peer is None or peer.handshake is None:
             self.stats["drop_unexpected_response"] += 1
+            return
+        if relayed_from is not None and relayed_from != peer.address:
+            self.stats["drop_relay_mismatch"] += 1
             return
         result = peer.handshake.read_response(response.noise_message, self._bindings)
         if result is None:
@@ -496,7 +685,10 @@ class Node:
         self._install_keypair(
             peer, response.receiver_index, response.sender_index, keys, initiator=True, now=now
         )
-        peer.path = addr
+        if peer.paths.on_handshake(
+            None if relayed_from is not None else addr, now, answered=True
+        ):
+            self._after_route_change(peer, now)
         peer.last_received = now
         # Key confirmation (DESIGN 4): the responder may send only after hearing from us on
         # the new keys, so we always send at least a keepalive.
@@ -621,7 +813,9 @@ class Node:
         peer.cookie_jar = CookieJar(proof.static_public, lifetime)
         restarted = self._learn_proof(peer, proof, now)
         self._install_keypair(peer, local_index, remote_index, keys, initiator=True, now=now)
-        peer.path = pending.endpoint
+        peer.paths.set_candidates([pending.endpoint])
+        if peer.paths.on_handshake(pending.endpoint, now, answered=True):
+            self._after_route_change(peer, now)
         peer.last_received = now
         peer.keepalive_due = True
         peer.restart_unannounced = peer.restart_unannounced or restarted
@@ -686,7 +880,8 @@ class Node:
         )
         # Message 3 decrypted under the new keys: the client holds them (key confirmation).
         peer.keys.confirm(kp, now)
-        peer.path = addr
+        if peer.paths.on_handshake(addr, now, answered=False):
+            self._after_route_change(peer, now)
         peer.last_received = now
         peer.restart_unannounced = peer.restart_unannounced or restarted
         self._touch(peer)
@@ -722,7 +917,9 @@ class Node:
             return
         if peer.static_public is None or peer.cookie_jar is None:
             raise UnknownPeer(f"no identity record for {peer.address}; add it with add_peer first")
-        if not peer.endpoints and peer.path is None:
+        if not peer.endpoints and peer.path is None and not peer.paths.candidates() and (
+            peer.paths.relay is None
+        ):
             raise LocalProtocolError(
                 f"no endpoint known for {peer.address}; give add_peer its endpoints"
             )
@@ -749,9 +946,10 @@ class Node:
         packet = peer.cookie_jar.add_macs(
             encode_initiation_body(index, peer.handshake.noise_message), now
         )
-        targets = [peer.path] if peer.path is not None else peer.endpoints[:MAX_INITIATION_TARGETS]
-        for target in targets:
-            if target is not None:
+        for target in peer.paths.handshake_targets(now)[:MAX_INITIATION_TARGETS]:
+            if target is None:
+                self._send_relayed(peer, packet)
+            else:
                 self._outbox.append(Transmit(packet, target))
         peer.handshake_retry_at = now + self._retry_interval()
         self._stale.add(peer)
@@ -768,8 +966,7 @@ class Node:
             return
         peer.cookie_resent = False
         # A path that stopped answering is forgotten so every known endpoint is tried again.
-        if peer.path is not None and peer.endpoints and peer.path not in peer.endpoints:
-            peer.path = None
+        peer.paths.on_handshake_retry()
         self._send_initiation(peer, now)
 
     def _learn_proof(self, peer: Peer, proof: PeerProof, now: float) -> bool:
@@ -781,6 +978,8 @@ class Node:
             )
         restarted = peer.instance_id is not None and peer.instance_id != proof.instance_id
         peer.instance_id = proof.instance_id
+        if peer.probe_key is None:
+            self._derive_probe_key(peer)
         if restarted:
             # The peer forgot every key pair and all delivery state: start both over,
             # carrying unreceipted messages into the new delivery state.
@@ -849,30 +1048,46 @@ class Node:
 
     def _flush_peer(self, peer: Peer, now: float) -> None:
         kp = peer.keys.sending
-        if kp is None or peer.path is None:
+        path = peer.paths.route()
+        relay = self._relay_endpoint(peer) if path is None and peer.paths.via_relay else None
+        if kp is None or (path is None and relay is None):
             if (
                 peer.connection is not None
                 and peer.trusted
                 and peer.handshake is None
                 and peer.close_reason is None
-                and (peer.endpoints or peer.path is not None)
+                and (peer.endpoints or peer.path is not None or peer.paths.relay is not None)
             ):
                 # Data is waiting and no session exists (expired or never made): make one.
                 self._start_handshake(peer, now)
             return
         self._maybe_rekey(peer, kp, now)
-        path = peer.path
         sent = False
         connection = peer.connection
-        if connection is not None and peer.trusted:
-            connection.packet_overhead = TRANSPORT_OVERHEAD
-            for payload in connection.payloads_to_send(now):
-                self._outbox.append(Transmit(kp.seal(payload), path))
+        if relay is not None:
+            # Relayed packets carry our header too: the outer datagram must fit the MTU.
+            wrap = encode_relay(peer.address, b"")
+            if connection is not None and peer.trusted:
+                connection.packet_overhead = TRANSPORT_OVERHEAD + RELAY_OVERHEAD
+                for payload in connection.payloads_to_send(now):
+                    self._outbox.append(Transmit(wrap + kp.seal(payload), relay))
+                    sent = True
+                self._drain(peer, now)
+            if peer.keepalive_due and not sent:
+                self._outbox.append(Transmit(wrap + kp.seal(b""), relay))
                 sent = True
-            self._drain(peer, now)
-        if peer.keepalive_due and not sent:
-            self._outbox.append(Transmit(kp.seal(b""), path))
-            sent = True
+        elif path is not None:
+            if connection is not None and peer.trusted:
+                connection.packet_overhead = TRANSPORT_OVERHEAD
+                for payload in connection.payloads_to_send(now):
+                    self._outbox.append(Transmit(kp.seal(payload), path))
+                    sent = True
+                self._drain(peer, now)
+            if peer.keepalive_due and not sent:
+                self._outbox.append(Transmit(kp.seal(b""), path))
+                sent = True
+            if sent:
+                peer.paths.on_sent(now)
         peer.keepalive_due = False
         if sent:
             peer.last_sent = now
@@ -911,6 +1126,139 @@ class Node:
         if had_keys:
             self._events.append(SessionClosed(peer.address, reason, by_peer))
 
+    # ------------------------------------------------------------------ paths
+
+    def _on_probe(
+        self, data: bytes, addr: Addr, now: float, relayed_from: str | None
+    ) -> None:
+        pair_id = pair_id_of(data)
+        peer = self._peer_by_pair_id.get(pair_id) if pair_id is not None else None
+        if peer is None or peer.probe_key is None:
+            self.stats["drop_unknown_probe"] += 1
+            return
+        if relayed_from is not None and relayed_from != peer.address:
+            self.stats["drop_relay_mismatch"] += 1
+            return
+        probe = peer.probe_key.decode(data)
+        if probe is None:
+            self.stats["drop_bad_probe"] += 1
+            return
+        if not peer.trusted:
+            self.stats["drop_untrusted_probe"] += 1
+            return
+        source = None if relayed_from is not None else addr
+        if probe.kind == PING:
+            answers = peer.paths.on_ping(source, probe.txid, probe.mapping, now)
+            if answers is None:
+                self.stats["drop_probe_rate_limited"] += 1
+                return
+            self.stats["accepted_probe"] += 1
+            self._send_probes(peer, answers)
+            return
+        self.stats["accepted_probe"] += 1
+        if peer.paths.on_pong(source, probe.txid, probe.mapping, now):
+            self._after_route_change(peer, now)
+        else:
+            self._report_path(peer, now)
+
+    def _on_relay(self, data: bytes, addr: Addr, now: float) -> None:
+        decoded = decode_relay(data)
+        if decoded is None:
+            self.stats["drop_malformed_relay"] += 1
+            return
+        server = self._peer_by_path.get(addr)
+        if server is None or server.address not in self._relays:
+            self.stats["drop_relay_unexpected"] += 1
+            return
+        source, inner = decoded
+        kind = inner[0]
+        if kind == TRANSPORT:
+            self._on_transport(inner, addr, now, source)
+        elif kind == HANDSHAKE_INITIATION:
+            self._on_initiation(inner, addr, now, source)
+        elif kind == HANDSHAKE_RESPONSE:
+            self._on_response(inner, addr, now, source)
+        elif kind == COOKIE_REPLY:
+            self._on_cookie_reply(inner, now)
+        elif kind == PATH_PROBE:
+            self._on_probe(inner, addr, now, source)
+        else:
+            self.stats["drop_relay_inner_unknown"] += 1
+
+    def _reply(self, packet: bytes, addr: Addr, relayed_from: str | None) -> Transmit:
+        """An answer to what came from `addr`, back the way it came."""
+        if relayed_from is None:
+            return Transmit(packet, addr)
+        return Transmit(encode_relay(relayed_from, packet), addr)
+
+    def _relay_endpoint(self, peer: Peer) -> Addr | None:
+        relay = peer.paths.relay
+        server = self._peers.get(relay) if relay is not None else None
+        return server.path if server is not None else None
+
+    def _send_relayed(self, peer: Peer, packet: bytes) -> None:
+        endpoint = self._relay_endpoint(peer)
+        if endpoint is None:
+            self.stats["relay_unreachable"] += 1
+            return
+        self._outbox.append(Transmit(encode_relay(peer.address, packet), endpoint))
+
+    def _send_probes(self, peer: Peer, probes: list[ProbeOut]) -> None:
+        key = peer.probe_key
+        if key is None or not probes:
+            return
+        for probe in probes:
+            packet = key.encode(probe.kind, probe.txid, self.nat_mapping)
+            if probe.addr is None:
+                self._send_relayed(peer, packet)
+            else:
+                self._outbox.append(Transmit(packet, probe.addr, probe.ttl))
+            self.stats["probes_sent"] += 1
+
+    def _derive_probe_key(self, peer: Peer) -> None:
+        if peer.static_public is None:
+            return
+        if peer.probe_key is not None:
+            self._peer_by_pair_id.pop(peer.probe_key.pair_id, None)
+        peer.probe_key = ProbeKey.derive(
+            self.identity.static_private_key, peer.static_public, self.address, peer.address
+        )
+        if peer.probe_key is not None:
+            self._peer_by_pair_id[peer.probe_key.pair_id] = peer
+
+    def _unindex_path(self, peer: Peer) -> None:
+        old = peer.indexed_path
+        if old is not None and self._peer_by_path.get(old) is peer:
+            del self._peer_by_path[old]
+        peer.indexed_path = None
+
+    def _after_route_change(self, peer: Peer, now: float) -> None:
+        """The path manager moved the peer: index it, restart delivery's path state when
+        packets now take another way (RFC 9000 section 9.4), tell the application."""
+        direct = peer.paths.direct
+        if direct != peer.indexed_path:
+            self._unindex_path(peer)
+            if direct is not None:
+                self._peer_by_path[direct] = peer
+                peer.indexed_path = direct
+        route = (peer.paths.route(), peer.paths.via_relay)
+        if route != peer.last_route:
+            moved = peer.last_route != (None, False)
+            peer.last_route = route
+            if moved and peer.connection is not None and peer.keys.sending is not None:
+                peer.connection.path_changed(now)
+                self.stats["path_switches"] += 1
+        self._report_path(peer, now)
+        self._touch(peer)
+
+    def _report_path(self, peer: Peer, now: float) -> None:
+        report: PathReport = peer.paths.report(now)
+        endpoint = report.direct if report.path == "direct" else self._relay_endpoint(peer)
+        summary = (report.path, endpoint, report.reason)
+        if summary != peer.last_report:
+            peer.last_report = summary
+            self._events.append(PathChanged(peer.address, report.path, endpoint, report.reason))
+
     # ------------------------------------------------------------------ helpers
 
     def _drain(self, peer: Peer, now: float | None) -> None:
@@ -939,8 +1287,12 @@ class Node:
             static_public=static_public,
             trusted=trusted,
             max_keypairs=self.config.session.max_keypairs_per_peer,
+            path_config=self.config.paths,
+            rng=self._rng,
         )
+        peer.paths.set_our_mapping(self.nat_mapping)
         self._peers[address] = peer
+        self._derive_probe_key(peer)
         return peer
 
     def _peer(self, address: str) -> Peer:

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+from .config import PathConfig
 from .cookie import CookieJar
 from .delivery import Connection
 from .handshake import OutgoingHandshake
 from .handshake_xx import XXInitiator
 from .keypair import KeyRing
+from .paths import PathManager
+from .probe import ProbeKey
 from .transmit import Addr
 
 
@@ -25,13 +30,17 @@ class Peer:
         "handshake",
         "handshake_deadline",
         "handshake_retry_at",
+        "indexed_path",
         "instance_id",
         "keepalive_due",
         "keys",
         "last_received",
+        "last_report",
+        "last_route",
         "last_sent",
         "newest_initiation_ns",
-        "path",
+        "paths",
+        "probe_key",
         "public_key",
         "recovering",
         "restart_unannounced",
@@ -47,14 +56,23 @@ class Peer:
         static_public: bytes | None,
         trusted: bool,
         max_keypairs: int,
+        path_config: PathConfig,
+        rng: Callable[[int], bytes],
     ) -> None:
         self.address = address
         self.public_key = public_key
         self.static_public = static_public
         self.trusted = trusted
         self.endpoints: list[Addr] = []
-        #: The address authenticated traffic from the peer last came from.
-        self.path: Addr | None = None
+        #: Direct and relayed paths, probing, keepalive and liveness (DESIGN 7).
+        self.paths = PathManager(path_config, rng)
+        #: Authenticates path probes; derived from both static keys once the peer's is known.
+        self.probe_key: ProbeKey | None = None
+        #: The direct address the Node indexed the peer under, the route packets last
+        #: took (direct address, through the relay) and the path report last announced.
+        self.indexed_path: Addr | None = None
+        self.last_route: tuple[Addr | None, bool] = (None, False)
+        self.last_report: tuple[str, Addr | None, str | None] | None = None
         self.keys = KeyRing(max_keypairs)
         self.handshake: OutgoingHandshake | None = None
         self.handshake_retry_at: float | None = None
@@ -78,6 +96,11 @@ class Peer:
         self.close_reason: str | None = None
         self.last_received = float("-inf")
         self.last_sent = float("-inf")
+
+    @property
+    def path(self) -> Addr | None:
+        """The peer's validated direct address (where direct traffic goes), if any."""
+        return self.paths.direct
 
 
 class PendingRendezvous:

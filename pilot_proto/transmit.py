@@ -10,7 +10,13 @@ Addr = tuple[str, int]
 
 @dataclass(frozen=True, slots=True)
 class Transmit:
-    """One UDP datagram to send: `data` to `addr`."""
+    """One UDP datagram to send: `data` to `addr`.
+
+    `ttl`, when set, is the IP TTL (IPv6 hop limit) the binding sends this datagram with:
+    the core asks for a low one to open its own NAT without reaching the peer's (DESIGN 7,
+    the Linux conntrack trap). None: the socket's default.
+    """
 
     data: bytes
     addr: Addr
+    ttl: int | None = None

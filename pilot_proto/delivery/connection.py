@@ -944,6 +944,7 @@ class Connection:
             space -= len(ack)
         ack_only_length = len(parts)
         ready = self._ready
+        stream_data = False
         if eliciting:
             control = self._control
             streams = self._streams
@@ -960,10 +961,13 @@ class Connection:
             if ready:
                 stalls = 0
                 credit = streams.send_credit
+                outgoing = self._outgoing
                 while ready and space > _ACK_FRAME_RESERVE:
                     item = ready[0]  # a stream, or the message queue: the same interface
                     before = space
                     space = item.fill(parts, records, space, credit)
+                    if space != before and item is not outgoing:
+                        stream_data = True
                     if not item.has_work(credit.limit - credit.used):
                         ready.popleft()
                         item.in_ready = False
@@ -992,11 +996,14 @@ class Connection:
         overhead = self.packet_overhead
         if (
             force_ping
-            or not ready
+            or (stream_data and not ready)
             or cc.bytes_in_flight + 2 * (max_payload + overhead) > cc.congestion_window
         ):
             # Waiting for the ACK threshold would stall us: the window is about to fill,
-            # this is a probe, or nothing more is queued.
+            # this is a probe, or this is the last stream data queued (a writer may wait
+            # for the ACK to free its send buffer). Messages and control frames do not
+            # ask: nothing waits for their ACK, which rides on the peer's next packet (a
+            # reply, a RECEIPT) or leaves after max_ack_delay.
             parts.append(b"\x0c")
         payload = b"".join(parts)
         self._next_packet_number = packet_number + 1
