@@ -49,6 +49,9 @@ class PathConfig:
     #: to `punch_interval_max`; both sides run the same schedule from the agreed start.
     punch_interval: float = 0.1
     punch_interval_max: float = 1.0
+    #: With a relay, direct punches wait until the peer is heard through it (so its
+    #: openers went out first), but no longer than this after the agreed start.
+    punch_wait: float = 2.0
     #: `probing` gives way to a final reason this long after the introduction.
     reason_deadline: float = 15.0
     #: TTL of the opener sent to each candidate when an introduction arrives: enough to

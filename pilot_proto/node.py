@@ -382,6 +382,8 @@ class Node:
             self.nat_mapping = outcome.mapping
             for peer in self._peers.values():
                 peer.paths.set_our_mapping(outcome.mapping)
+                # Peers reached through a relay learn our mapping from a probe.
+                self._send_probes(peer, peer.paths.relay_ping(now))
             self._events.append(outcome)
 
     def close_peer(self, address: str, now: float, reason: str = "closed") -> None:

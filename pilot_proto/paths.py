@@ -154,6 +154,10 @@ class PathManager:
         self._probes_left = 0
         self._reason_at: float | None = None
         self._start_at = 0.0
+        self._wait_until = 0.0
+        #: When we first heard an authenticated probe from the peer since the
+        #: introduction: proof that it processed the introduction and sent its openers.
+        self._peer_ready = False
         self._final_reason: str | None = None
         self._heard_direct = False
         # Retrying direct after a failure or a failed punch.
@@ -174,6 +178,11 @@ class PathManager:
     # ------------------------------------------------------------------ what the node asks
 
     @property
+    def _relay_only(self) -> bool:
+        """`relay_only` concerns introduced peers; the rendezvous itself is reached direct."""
+        return self.config.relay_only and self.relay is not None
+
+    @property
     def via_relay(self) -> bool:
         return self.state is PathState.RELAY
 
@@ -191,7 +200,7 @@ class PathManager:
         return PathReport(path, self.direct, self.reason(now))
 
     def reason(self, now: float) -> str:
-        if self.config.relay_only:
+        if self._relay_only:
             return "relay-only"
         if self._final_reason is not None:
             return self._final_reason
@@ -200,7 +209,7 @@ class PathManager:
         return self._classify()
 
     def _classify(self) -> str:
-        if self.config.relay_only:
+        if self._relay_only:
             return "relay-only"
         if not self._candidates and not self._named:
             return "no-candidates"
@@ -218,7 +227,7 @@ class PathManager:
             targets.append(self.direct)
         if self.relay is not None:
             targets.append(None)
-        elif self.direct is None and not self.config.relay_only:
+        elif self.direct is None and not self._relay_only:
             if not self._introduced or now >= self._start_at:
                 targets.extend(self._named[:8])
         return targets
@@ -272,12 +281,16 @@ class PathManager:
         self._heard_direct = False
         self._reason_at = now + cfg.reason_deadline
         self._start_at = now + max(start_delay, 0.0)
+        # With a relay, direct punches wait until the peer is heard (its openers are out,
+        # so our punches cannot spring its conntrack trap), at most `punch_wait`.
+        self._peer_ready = self.relay is None
+        self._wait_until = self._start_at + cfg.punch_wait
         out: list[ProbeOut] = []
         if relay is not None:
             out.append(self._ping(None, "relay", now))
-        if cfg.relay_only or not self._named:
+        if self._relay_only or not self._named:
             self._punch_next = None
-            self._final_reason = self._classify() if cfg.relay_only or not self._named else None
+            self._final_reason = self._classify() if self._relay_only or not self._named else None
             return out
         self._punch_next = self._start_at
         self._punch_interval = cfg.punch_interval
@@ -292,7 +305,7 @@ class PathManager:
         `answered`: it is the response to our initiation, which proves the address as a
         PONG would. Without an introduction (no relay) the first address heard is the
         path, as before NAT traversal existed. True when the route changed."""
-        if addr is None or self.config.relay_only:
+        if addr is None or self._relay_only:
             return False
         self._heard_from(addr)
         if answered:
@@ -332,7 +345,7 @@ class PathManager:
         candidate = self._candidate(addr)
         if addr == self.direct and self.state is PathState.DIRECT:
             return False, []
-        if not newest or self.config.relay_only:
+        if not newest or self._relay_only:
             return False, []
         if self._is_valid(candidate, now):
             self.direct = addr
@@ -352,6 +365,7 @@ class PathManager:
         not proven, check it ourselves too (ICE's triggered check). None: over the
         answer rate, dropped."""
         self._learn_mapping(mapping)
+        self._heard_peer(now)
         if not self._allow_answer(now):
             return None
         out = [ProbeOut(addr, PONG, txid)]
@@ -359,7 +373,7 @@ class PathManager:
             return out
         self._heard_from(addr)
         candidate = self._candidate(addr)
-        if not self._is_valid(candidate, now) and not self.config.relay_only:
+        if not self._is_valid(candidate, now) and not self._relay_only:
             if not any(a == addr for a, _, _ in self._outstanding.values()):
                 out.append(self._ping(addr, "triggered", now))
         return out
@@ -367,6 +381,7 @@ class PathManager:
     def on_pong(self, addr: Addr | None, txid: bytes, mapping: str, now: float) -> bool:
         """An authenticated PONG; True when the route changed."""
         self._learn_mapping(mapping)
+        self._heard_peer(now)
         entry = self._outstanding.pop(txid, None)
         if entry is None:
             return False
@@ -379,7 +394,7 @@ class PathManager:
         self._challenges.pop(addr, None)
         if txid == self._keepalive_txid:
             self._keepalive_txid = self._keepalive_deadline = None
-        if self.config.relay_only:
+        if self._relay_only:
             return False
         current = self._candidates.get(self.direct) if self.direct is not None else None
         switch = (
@@ -485,14 +500,14 @@ class PathManager:
             if self.state is not PathState.DIRECT:
                 self._final_reason = self._classify()
                 self._punch_next = None
-                if self._retry_at is None and self._named and not cfg.relay_only:
+                if self._retry_at is None and self._named and not self._relay_only:
                     self._retry_at = now + self._retry_backoff
                     self._retry_backoff = min(self._retry_backoff * 2, cfg.direct_retry_max)
         if self._punch_next is not None and now >= self._punch_next:
             out.extend(self._punch_round(now))
         if self._retry_at is not None and now >= self._retry_at:
             self._retry_at = None
-            if self.state is not PathState.DIRECT and not cfg.relay_only:
+            if self.state is not PathState.DIRECT and not self._relay_only:
                 targets = list(self._named)
                 if self.direct is not None and self.direct not in targets:
                     targets.insert(0, self.direct)
@@ -533,6 +548,16 @@ class PathManager:
             self._punch_next = None
             return []
         out = []
+        if not self._peer_ready and now < self._wait_until:
+            # Not heard from the peer yet: ask through the relay again, punch later.
+            if self.relay is not None:
+                out.append(self._ping(None, "relay", now))
+            self._punch_next = min(now + self._punch_interval, self._wait_until)
+            self._punch_interval = min(self._punch_interval * 2, cfg.punch_interval_max)
+            return out
+        if not self._peer_ready:
+            self._peer_ready = True  # waited long enough: punch anyway
+            self._punch_interval = cfg.punch_interval
         for addr in self._named:
             if self._probes_left <= 0:
                 break
@@ -597,6 +622,18 @@ class PathManager:
 
     def _heard_from(self, addr: Addr) -> None:
         self._heard_direct = True
+
+    def _heard_peer(self, now: float) -> None:
+        if not self._peer_ready:
+            self._peer_ready = True
+            if self._punch_next is not None:
+                # Start the real punching now, from the first interval.
+                self._punch_next = max(now, self._start_at)
+                self._punch_interval = self.config.punch_interval
+
+    def relay_ping(self, now: float) -> list[ProbeOut]:
+        """A PING through the relay (our NAT mapping changed, say): None if no relay."""
+        return [self._ping(None, "relay", now)] if self.relay is not None else []
 
     def _learn_mapping(self, mapping: str) -> None:
         if mapping != "unknown":

@@ -41,7 +41,12 @@ __all__ = [
 _MASK64 = (1 << 64) - 1
 
 #: Every reason a datagram can be dropped for, the keys of `NetworkStats.dropped`.
-DROP_REASONS = ("loss", "mtu", "queue", "unknown", "blackhole", "tap", "middlebox")
+DROP_REASONS = ("loss", "mtu", "queue", "unknown", "blackhole", "tap", "middlebox", "ttl")
+
+#: Routers a datagram crosses between two NATs (the "internet" core): a datagram that
+#: leaves its host's middlebox with a TTL this low expires before the other side, as a
+#: TTL-2 opener does in the NAT lab (DESIGN 7).
+CORE_HOPS = 1
 
 # Past this many firings in a row that leave the timer due at once, a host's timer counts as
 # stuck even if it keeps sending.
@@ -587,7 +592,7 @@ class Network:
             host.on_activity(now)
         endpoint = host.endpoint
         for transmit in endpoint.datagrams_to_send(now):
-            self._send(host, transmit.data, transmit.addr, now)
+            self._send(host, transmit.data, transmit.addr, now, transmit.ttl)
         timer = endpoint.get_timer()
         if timer != host._timer:
             self._arm(host, timer, now)
@@ -608,7 +613,7 @@ class Network:
         if host.on_activity is not None:
             host.on_activity(now)
         for transmit in endpoint.datagrams_to_send(now):
-            self._send(host, transmit.data, transmit.addr, now)
+            self._send(host, transmit.data, transmit.addr, now, transmit.ttl)
         timer = endpoint.get_timer()
         if timer is not None and timer <= now:
             # It would fire again at once. Unchanged and silent means the endpoint ignores
@@ -626,7 +631,9 @@ class Network:
             host._immediate_refires = 0
         self._arm(host, timer, now)
 
-    def _send(self, host: Host, data: bytes, dst: Addr, now: float) -> None:
+    def _send(
+        self, host: Host, data: bytes, dst: Addr, now: float, ttl: int | None = None
+    ) -> None:
         stats = self.stats
         stats.sent += 1
         stats.bytes_sent += len(data)
@@ -638,7 +645,16 @@ class Network:
             if translated is None:
                 stats.dropped["middlebox"] += 1
                 return
+            crossed = translated != src
             src = translated
+            # The host's router decrements the TTL once, the core once more per hop; a
+            # datagram that crossed its NAT with too little TTL dies in the core.
+            if ttl is not None and crossed and ttl <= 1 + CORE_HOPS:
+                stats.dropped["ttl"] += 1
+                return
+        elif ttl is not None and ttl <= CORE_HOPS:
+            stats.dropped["ttl"] += 1
+            return
         if self._captured is not None:
             self._captured.append(Datagram(src, dst, data, now))
         if self._taps:

@@ -32,7 +32,8 @@ from ..events import Event, HandshakeFailed, SessionClosed
 from ..identity import address_bytes, address_from_public_key
 from ..node import Node
 from ..records import Locator
-from ..transmit import Addr
+from ..relay import decode_relay, encode_relay
+from ..transmit import Addr, Transmit
 from .codec import canonical_endpoint
 from .config import ServerConfig
 from .errors import RendezvousDecodeError
@@ -55,6 +56,7 @@ from .messages import (
     encode_message,
 )
 from .rate_limit import RateLimiter
+from .relay import RelayConfig, RelayPairs
 from .store import HostnameClaim, Registration, RegistryStore, StoredNote
 
 __all__ = ["RendezvousServer"]
@@ -78,6 +80,7 @@ class RendezvousServer:
         *,
         wall_clock: Callable[[], float],
         config: ServerConfig | None = None,
+        relay_config: RelayConfig | None = None,
     ) -> None:
         self.node = node
         self.store = store
@@ -97,6 +100,8 @@ class RendezvousServer:
         self._pushes: dict[bytes, tuple[str, bytes]] = {}
         self._pushed: dict[str, dict[bytes, bytes]] = {}
         self._next_sweep: float | None = None
+        #: Pairs introduced to each other may relay through us (DESIGN 6).
+        self.relay = RelayPairs(relay_config)
 
     # ------------------------------------------------------------------ sans-IO surface
 
@@ -131,6 +136,32 @@ class RendezvousServer:
 
     def is_online(self, address: str) -> bool:
         return address in self._online
+
+    def relay_datagram(self, data: bytes, source: Addr, now: float) -> Transmit | None:
+        """Forward a RELAY datagram (first byte 0x57) that arrived from `source`, or None
+        (dropped and counted in `relay.stats`). The sender is the client whose session
+        path `source` is; the target must be online, and the pair introduced."""
+        stats = self.relay.stats
+        decoded = decode_relay(data)
+        if decoded is None:
+            stats["relay_drop_malformed"] += 1
+            return None
+        sender = self.node.peer_at(source)
+        if sender is None or sender not in self._online:
+            stats["relay_drop_unknown_sender"] += 1
+            return None
+        target, inner = decoded
+        path = self._observed(target) if target in self._online else None
+        if path is None:
+            stats["relay_drop_target_offline"] += 1
+            return None
+        refused = self.relay.check(sender, target, source, len(data), now)
+        if refused is not None:
+            stats[refused] += 1
+            return None
+        stats["relayed"] += 1
+        stats["relayed_bytes"] += len(data)
+        return Transmit(encode_relay(sender, inner), path)
 
     # ------------------------------------------------------------------ requests
 
@@ -403,6 +434,7 @@ class RendezvousServer:
             self._error(address, rid, ErrorCode.NOT_FOUND, f"no node {target} is registered", now)
             return
         self.stats["introductions"] += 1
+        self.relay.allow_pair(address, target, now)
         start = self.config.introduction_delay
         owd_a, owd_b = self._one_way_delay(address), self._one_way_delay(target)
         later = max(owd_a, owd_b)
@@ -491,6 +523,7 @@ class RendezvousServer:
             self._go_offline(address)
         for limiter in (self._request_limit, self._note_limit, self._introduction_limit):
             limiter.prune(now)
+        self.relay.sweep(now)
         self.stats["sweeps"] += 1
 
     def _observed(self, address: str) -> Addr | None:
