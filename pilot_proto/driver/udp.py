@@ -52,6 +52,11 @@ UDP_SEGMENT = 103  # Linux 4.18: send one buffer as equal-size datagrams (u16 se
 UDP_GRO = 104  # Linux 5.0: receive coalesced datagrams, segment size in a cmsg (int)
 SO_SNDBUFFORCE = 32  # like SO_SNDBUF, above net.core.wmem_max (needs CAP_NET_ADMIN)
 SO_RCVBUFFORCE = 33
+# Per-datagram TTL / hop limit as ancillary data (a low-TTL NAT opener, DESIGN 7).
+IPPROTO_IP = 0
+IP_TTL = 2
+IPPROTO_IPV6 = 41
+IPV6_HOPLIMIT = 52
 
 #: Receive and send buffer size every binding asks for: a burst at loopback speed fits.
 SOCKET_BUFFER_SIZE = 4 << 20
@@ -83,6 +88,10 @@ def gso_batches(
     for transmit in transmits:
         data = transmit.data
         n = len(data)
+        if transmit.ttl is not None:
+            # Sent alone with its own TTL (sendmsg_calls): never part of a batch.
+            addr, size, total, open_batch = None, 0, 0, None
+            continue
         if (
             open_batch is not None
             and transmit.addr == addr
@@ -119,6 +128,18 @@ def sendmsg_calls(
     when `gso`, else one per datagram. Datagrams the socket's family cannot reach are
     counted in `stats` and left out."""
     calls: list[SendCall] = []
+    if any(t.ttl is not None for t in transmits):
+        plain = [t for t in transmits if t.ttl is None]
+        calls = sendmsg_calls(plain, gso, ipv6_socket, stats) if plain else []
+        for transmit in transmits:
+            if transmit.ttl is None:
+                continue
+            target = socket_address(transmit.addr, ipv6_socket)
+            if target is None:
+                stats["send_unreachable_family"] += 1
+                continue
+            calls.append((target, [transmit.data], ttl_ancillary(transmit.addr, transmit.ttl)))
+        return calls
     if gso and len(transmits) > 1:
         for addr, size, datagrams in gso_batches(transmits):
             target = socket_address(addr, ipv6_socket)
@@ -136,6 +157,15 @@ def sendmsg_calls(
         else:
             calls.append((target, [transmit.data], _NO_ANCILLARY))
     return calls
+
+
+def ttl_ancillary(addr: Addr, ttl: int) -> list[tuple[int, int, bytes]]:
+    """Ancillary data sending one datagram with IP TTL (IPv6 hop limit) `ttl`; IPv4 and
+    IPv4-mapped targets take IP_TTL, even from a dual-stack socket."""
+    value = max(1, min(ttl, 255)).to_bytes(4, sys.byteorder)
+    if ":" in addr[0]:
+        return [(IPPROTO_IPV6, IPV6_HOPLIMIT, value)]
+    return [(IPPROTO_IP, IP_TTL, value)]
 
 
 #: errno values with which a kernel refuses a GSO send for good (no segmentation on
@@ -305,12 +335,12 @@ class UdpPort:
         for target, buffers, ancillary in sendmsg_calls(transmits, self.gso, self.ipv6, stats):
             try:
                 self.sock.sendmsg(buffers, ancillary, 0, target)
-                if ancillary:
+                if ancillary and ancillary[0][1] == UDP_SEGMENT:
                     stats["gso_sends"] += 1
             except (BlockingIOError, InterruptedError):
                 stats["send_dropped_buffer_full"] += len(buffers)
             except OSError as error:
-                if ancillary and error.errno in GSO_REFUSED:
+                if ancillary and ancillary[0][1] == UDP_SEGMENT and error.errno in GSO_REFUSED:
                     self._log.info("UDP GSO refused (%s); sending datagrams one by one", error)
                     self.gso = False
                     self.send([Transmit(data, canonical_address(target)) for data in buffers])
