@@ -388,19 +388,18 @@ class PilotNetwork:
 
     def _on_registered(self, event: Registered) -> None:
         assert self._config is not None and self._host is not None
-        first = not self._registered and self._detail is None
         self._registered = True
         self._detail = None
         if self._config.rendezvous.key is None:
             key = encode_server_key(event.static_key)
             self._host.on_rendezvous_key(key)  # pinned for every later start
-        log.info("registered at the rendezvous %s as %s (seen from %s)",
-                 _show(self._endpoint), self._config.identity.address, _show(event.observed))
         started = self._started
+        again = started is None or started.done()
+        log.info("registered at the rendezvous %s as %s (seen from %s)%s",
+                 _show(self._endpoint), self._config.identity.address, _show(event.observed),
+                 " again, after a reconnection" if again else "")
         if started is not None and not started.done():
             started.set_result(None)
-        elif not first:
-            log.info("registered again after a reconnection")
 
     def _registration_error(self, event: RegistrationFailed) -> PilotctlError:
         assert self._config is not None
@@ -824,10 +823,11 @@ class PilotNetwork:
                 rows.append(PeerPath(address, hostname, "direct", _show(info.endpoint), rtt,
                                      None))
                 continue
-            if info is not None and info.handshake_in_progress:
-                reason = "probing"
-            else:
-                reason = self._reasons.get(address, "no-candidates")
+            reason = self._reasons.get(address)
+            if reason is None or reason == "probing":
+                # A final reason (punch-timeout) stands even while the core keeps trying.
+                in_progress = info is not None and info.handshake_in_progress
+                reason = "probing" if in_progress or reason else "no-candidates"
             rows.append(PeerPath(address, hostname, "none", None, None, reason))
         return rows
 
