@@ -102,6 +102,8 @@ START_TIMEOUT = 5.0
 PINNED_GIVE_UP = 2.0
 #: Rendezvous requests a command waits on (lookups, notes, allow lists).
 REQUEST_TIMEOUT = 15.0
+#: How long a request waits while we are not registered (the client reconnects meanwhile).
+NOT_REGISTERED_WAIT = 3.0
 #: Background session set-up (at start, after an accept, as an introduction's target).
 BACKGROUND_CONNECT_TIMEOUT = 15.0
 #: Concurrent background session set-ups.
@@ -441,10 +443,15 @@ class PilotNetwork:
         """Submit one rendezvous request and wait for its answer."""
         _, client, _ = self._require()
         assert self._loop is not None
+        if not self._registered:
+            # The client queues requests until its session is back; do not make a
+            # command wait long for a rendezvous that is away.
+            timeout = min(timeout, NOT_REGISTERED_WAIT)
         try:
             request_id = start(client, time.monotonic())
-        except LocalProtocolError as exc:
-            raise PilotctlError(ErrorCode.INVALID_ARGUMENT, f"{what}: {exc}") from None
+        except LocalProtocolError as exc:  # the client stopped (e.g. the server key changed)
+            raise PilotctlError(ErrorCode.CONNECTION_FAILED, f"{what}: {exc}",
+                                self._detail) from None
         future: asyncio.Future[ClientEvent] = self._loop.create_future()
         self._requests[request_id] = future
         self._after_direct_call()
