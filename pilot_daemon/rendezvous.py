@@ -13,8 +13,11 @@ directly rather than through `pilot_asyncio.Node`, which builds its own core Nod
 without a trust policy and routes every event itself; the server needs the public node
 with `trust_policy` and every event first.
 
-`--listen2` binds a second socket now; answering STUN on it (RFC 5780 OTHER-ADDRESS,
-NAT classification) is the NAT issue's. Datagrams arriving there are counted and dropped.
+Both sockets answer STUN Binding requests (RFC 8489; RFC 5780's OTHER-ADDRESS and
+RESPONSE-ORIGIN name the other socket, and a CHANGE-REQUEST for IP and port is answered
+from it), so nodes classify their NAT against the two addresses. RELAY datagrams
+(first byte 0x57) on the main socket go to `RendezvousServer.relay_datagram`, which
+forwards them between introduced pairs (DESIGN 6).
 """
 
 from __future__ import annotations
@@ -31,9 +34,13 @@ from pathlib import Path
 from typing import Any, cast
 
 from pilot_proto import DeliveryConfig, Identity, Node, NodeConfig
+from pilot_proto.config import PathConfig
 from pilot_proto.driver import canonical_address, socket_address
 from pilot_proto.errors import InvalidIdentity, KeyFilePermissionError, LocalProtocolError
+from pilot_proto.relay import RELAY
 from pilot_proto.rendezvous import RendezvousServer, ServerConfig, encode_server_key
+from pilot_proto.stun_server import answer_binding_pair
+from pilot_proto.transmit import Addr
 
 from .daemon import bind_udp
 from .errors import ErrorCode, PilotctlError, ok_envelope
@@ -92,9 +99,10 @@ def load_identity(path: Path) -> Identity:
 def server_node(identity: Identity) -> Node:
     """A public node that answers every client proving its key (DESIGN 6)."""
     delivery = DeliveryConfig(max_message_size=MAX_REQUEST_BYTES, message_receive_window=1 << 20)
+    # Clients keep their own NAT mappings alive; the server sends no keepalives.
     return Node(
         identity,
-        NodeConfig(public=True, delivery=delivery),
+        NodeConfig(public=True, delivery=delivery, paths=PathConfig(keepalive_interval=None)),
         rng=os.urandom,
         wall_clock=time.time,
         trust_policy=lambda address: True,
@@ -122,12 +130,14 @@ async def _serve(
         node, store, wall_clock=time.time, config=ServerConfig(max_request_size=MAX_REQUEST_BYTES)
     )
     pump = ServerPump(loop, node, server, sock.family == socket.AF_INET6)
+    pump.local = canonical_address(sock.getsockname())
     transport, _ = await loop.create_datagram_endpoint(lambda: pump, sock=sock)
     second = None
     if sock2 is not None:
-        second, _ = await loop.create_datagram_endpoint(
-            lambda: SecondAddress(pump.stats), sock=sock2
-        )
+        pump.other = canonical_address(sock2.getsockname())
+        protocol = SecondAddress(pump)
+        second, _ = await loop.create_datagram_endpoint(lambda: protocol, sock=sock2)
+        pump.second = second
     _announce(identity, sock, sock2, json_output)
     try:
         await stop.wait()
@@ -179,6 +189,10 @@ class ServerPump(asyncio.DatagramProtocol):
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._flush_scheduled = False
+        #: The two STUN addresses, and the `--listen2` transport (None without one).
+        self.local: Addr | None = None
+        self.other: Addr | None = None
+        self.second: asyncio.DatagramTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # Not an isinstance check: CPython's selector transport does not subclass
@@ -191,6 +205,14 @@ class ServerPump(asyncio.DatagramProtocol):
         except LocalProtocolError:
             self.stats["drop_bad_source"] += 1
             return
+        if data and data[0] < 4:
+            self.answer_stun(data, source, self.local, self.other, self.transport, self.second)
+            return
+        if data and data[0] == RELAY:
+            forward = self.server.relay_datagram(data, source, time.monotonic())
+            if forward is not None:
+                self._send(self.transport, forward.data, forward.addr)
+            return
         self.node.receive_datagram(data, source, time.monotonic())
         # Datagrams that arrive together are answered in one flush.
         if not self._flush_scheduled:
@@ -199,6 +221,34 @@ class ServerPump(asyncio.DatagramProtocol):
 
     def error_received(self, exc: Exception) -> None:
         self.stats["socket_errors"] += 1  # ICMP errors from clients that went away
+
+    def answer_stun(
+        self,
+        data: bytes,
+        source: Addr,
+        local: Addr | None,
+        other: Addr | None,
+        here: asyncio.DatagramTransport | None,
+        there: asyncio.DatagramTransport | None,
+    ) -> None:
+        if local is None:
+            return
+        answer = answer_binding_pair(data, source, local, other if there is not None else None)
+        if answer is None:
+            self.stats["stun_unanswered"] += 1
+            return
+        transmit, from_other = answer
+        self.stats["stun_answered"] += 1
+        self._send(there if from_other else here, transmit.data, transmit.addr)
+
+    def _send(self, transport: asyncio.DatagramTransport | None, data: bytes, addr: Addr) -> None:
+        if transport is None or transport.is_closing():
+            return
+        target = socket_address(addr, self.ipv6_socket)
+        if target is None:
+            self.stats["drop_unreachable_family"] += 1
+            return
+        transport.sendto(data, target)
 
     def _on_timer(self) -> None:
         self._timer = self._timer_at = None
@@ -258,11 +308,20 @@ class ServerPump(asyncio.DatagramProtocol):
 
 
 class SecondAddress(asyncio.DatagramProtocol):
-    """The `--listen2` socket: bound so the address is reserved; the NAT issue answers
-    STUN here (RFC 5780). Until then datagrams are counted and dropped."""
+    """The `--listen2` socket: STUN only (RFC 5780). A CHANGE-REQUEST that arrives here
+    is answered from the main socket; anything but STUN is counted and dropped."""
 
-    def __init__(self, stats: Counter[str]) -> None:
-        self.stats = stats
+    def __init__(self, pump: ServerPump) -> None:
+        self.pump = pump
 
     def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
-        self.stats["listen2_dropped"] += 1
+        pump = self.pump
+        try:
+            source = canonical_address(addr)
+        except LocalProtocolError:
+            pump.stats["drop_bad_source"] += 1
+            return
+        if not data or data[0] >= 4:
+            pump.stats["listen2_dropped"] += 1
+            return
+        pump.answer_stun(data, source, pump.other, pump.local, pump.second, pump.transport)

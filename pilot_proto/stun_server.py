@@ -26,7 +26,12 @@ from .stun import (
 )
 from .transmit import Addr, Transmit
 
-__all__ = ["AMPLIFICATION_FACTOR", "answer_binding", "answer_binding_request"]
+__all__ = [
+    "AMPLIFICATION_FACTOR",
+    "answer_binding",
+    "answer_binding_pair",
+    "answer_binding_request",
+]
 
 #: DESIGN section 6: an unauthenticated request never gets more than this factor back.
 AMPLIFICATION_FACTOR = 3
@@ -48,15 +53,20 @@ _IGNORED_REQUIRED = frozenset(
     }
 )
 _NO_CHANGE = bytes(4)
+_CHANGE_BOTH = bytes((0, 0, 0, 0x06))
 
 
-def _unknown_required(request: StunMessage, honour_response_port: bool) -> tuple[int, ...]:
+def _unknown_required(
+    request: StunMessage, honour_response_port: bool, can_change: bool = False
+) -> tuple[int, ...]:
     """Comprehension-required attribute types (below 0x8000) this server does not act on."""
     unknown: list[int] = []
     for attr_type, value in request.attributes:
         if attr_type >= 0x8000 or attr_type in _IGNORED_REQUIRED or attr_type in unknown:
             continue
         if attr_type == StunAttr.CHANGE_REQUEST and value == _NO_CHANGE:
+            continue
+        if attr_type == StunAttr.CHANGE_REQUEST and can_change and value == _CHANGE_BOTH:
             continue
         if attr_type == StunAttr.RESPONSE_PORT and honour_response_port:
             continue
@@ -72,6 +82,7 @@ def _answer(
     other_address: Addr | None,
     response_origin: Addr | None,
     honour_response_port: bool,
+    can_change: bool = False,
 ) -> Transmit | None:
     data = bytes(data)
     header = peek_header(data)
@@ -103,7 +114,7 @@ def _answer(
             )
         # RFC 5780 section 7.5: the answer goes to that port of the request's address.
         destination = (source[0], port)
-    unknown = _unknown_required(request, honour_response_port)
+    unknown = _unknown_required(request, honour_response_port, can_change)
     if unknown:
         candidates = [
             build_error_response(
@@ -156,6 +167,31 @@ def answer_binding(
     Never raises on remote input.
     """
     return _answer(data, source, other_address, response_origin, honour_response_port=True)
+
+
+def answer_binding_pair(
+    data: bytes, source: Addr, local: Addr, other: Addr | None
+) -> tuple[Transmit, bool] | None:
+    """A server with two addresses (the rendezvous' `--listen` and `--listen2`): the
+    answer to `data` that arrived at `local` from `source`, and whether it must leave
+    from `other` (a CHANGE-REQUEST for both IP and port, RFC 5780 section 6.1: the
+    answer's RESPONSE-ORIGIN and OTHER-ADDRESS then swap). A change of the port alone
+    needs a third address: 420, as `answer_binding`. Never raises on remote input."""
+    header = peek_header(data)
+    change = False
+    if header is not None and other is not None and header[1] == StunClass.REQUEST:
+        try:
+            request = decode_message(bytes(data))
+        except StunDecodeError:
+            request = None
+        wanted = request.change_request if request is not None else None
+        change = wanted is not None and wanted.change_ip and wanted.change_port
+    if change:
+        assert other is not None
+        answer = _answer(data, source, local, other, True, can_change=True)
+        return None if answer is None else (answer, True)
+    answer = _answer(data, source, other, local, True)
+    return None if answer is None else (answer, False)
 
 
 def answer_binding_request(
