@@ -189,7 +189,7 @@ class NatLab:
         if local_candidates:
             node.set_local_candidates([addr], now)
         if discover:
-            node.discover_nat(SERVER, now, config=ClassifierConfig(rto=0.2, rc=2, rm=2))
+            node.discover_nat(SERVER, now, config=ClassifierConfig(rto=0.2, rc=2, rm=2, test_filtering=False))
         app.client.start(now)
         app.pump(now)
         self.peers.append(app)

@@ -1,0 +1,229 @@
+"""The NAT lab (DESIGN 10): real kernel NAT in network namespaces.
+
+    hA (198.18.1.2) -- rA [NAT] (198.51.100.2) --.
+    hC (198.18.3.2) --'                          core (routes) -- rv 203.0.113.10, .11
+    hB (198.18.2.2) -- rB [NAT] (198.51.100.66) -'
+
+Every namespace name starts with a prefix unique to the run (`pnl<pid>-`); namespaces
+left by crashed runs (`pnl*`) whose process is gone are deleted first. Only the
+documentation and benchmark ranges are used, and nothing touches the host's own
+interfaces or routes: every command runs inside a namespace of ours. The routers
+MASQUERADE (`--random-fully` for address-and-port-dependent mapping); `core` is the one
+routed hop between them, so a TTL-2 opener dies there (DESIGN 7).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+PREFIX_ROOT = "pnl"
+RV1, RV2 = "203.0.113.10", "203.0.113.11"
+WAN = {"rA": "198.51.100.2", "rB": "198.51.100.66"}
+HOSTS = {"hA": ("rA", "198.18.1"), "hB": ("rB", "198.18.2"), "hC": ("rA", "198.18.3")}
+
+
+def missing_reason() -> str | None:
+    """Why the lab cannot run here, or None."""
+    if os.geteuid() != 0:
+        return "the NAT lab needs root (network namespaces, iptables)"
+    for tool in ("ip", "iptables", "tc"):
+        if shutil.which(tool) is None:
+            return f"the NAT lab needs {tool} (scripts/system-packages.txt)"
+    return None
+
+
+def run(*cmd: str, check: bool = True) -> str:
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+    if check and done.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)}: {done.stderr.strip()}")
+    return done.stdout
+
+
+def clean_stale() -> None:
+    for line in run("ip", "netns", "list").splitlines():
+        name = line.split()[0] if line.split() else ""
+        m = re.match(rf"{PREFIX_ROOT}(\d+)-", name)
+        if m and not Path(f"/proc/{m.group(1)}").exists():
+            run("ip", "netns", "del", name, check=False)
+
+
+class Lab:
+    def __init__(self) -> None:
+        clean_stale()
+        self.prefix = f"{PREFIX_ROOT}{os.getpid()}-"
+        self.namespaces: list[str] = []
+        self.procs: list[subprocess.Popen[str]] = []
+
+    def ns(self, short: str) -> str:
+        return self.prefix + short
+
+    def sh(self, short: str, *cmd: str, check: bool = True) -> str:
+        return run("ip", "netns", "exec", self.ns(short), *cmd, check=check)
+
+    # ------------------------------------------------------------------ topology
+
+    def build(self) -> None:
+        for short in ("core", "rv", "rA", "rB", *HOSTS):
+            run("ip", "netns", "add", self.ns(short))
+            self.namespaces.append(self.ns(short))
+            self.sh(short, "ip", "link", "set", "lo", "up")
+        self.link("core", "c0", "203.0.113.1/24", "rv", "e0", f"{RV1}/24")
+        self.sh("rv", "ip", "addr", "add", f"{RV2}/24", "dev", "e0")
+        self.sh("rv", "ip", "route", "add", "default", "via", "203.0.113.1")
+        self.link("core", "c1", "198.51.100.1/26", "rA", "wan", f"{WAN['rA']}/26")
+        self.link("core", "c2", "198.51.100.65/26", "rB", "wan", f"{WAN['rB']}/26")
+        for router, gw in (("rA", "198.51.100.1"), ("rB", "198.51.100.65")):
+            self.sh(router, "ip", "route", "add", "default", "via", gw)
+        for short in ("core", "rA", "rB"):
+            self.sh(short, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+        for i, (host, (router, net)) in enumerate(HOSTS.items()):
+            self.link(router, f"lan{i}", f"{net}.1/24", host, "e0", f"{net}.2/24")
+            self.sh(host, "ip", "route", "add", "default", "via", f"{net}.1")
+        for router in ("rA", "rB"):
+            self.set_nat(router, random_fully=False)
+
+    def link(self, a: str, a_if: str, a_ip: str, b: str, b_if: str, b_ip: str) -> None:
+        tmp_a, tmp_b = f"{self.prefix}{a_if}"[:15], f"{self.prefix}{b}{b_if}"[:15]
+        run("ip", "link", "add", tmp_a, "netns", self.ns(a), "type", "veth", "peer", "name",
+            tmp_b, "netns", self.ns(b))
+        self.sh(a, "ip", "link", "set", tmp_a, "name", a_if)
+        self.sh(b, "ip", "link", "set", tmp_b, "name", b_if)
+        for side, ifname, ip in ((a, a_if, a_ip), (b, b_if, b_ip)):
+            self.sh(side, "ip", "addr", "add", ip, "dev", ifname)
+            self.sh(side, "ip", "link", "set", ifname, "up")
+
+    def set_nat(self, router: str, *, random_fully: bool) -> None:
+        self.sh(router, "iptables", "-t", "nat", "-F")
+        rule = ["iptables", "-t", "nat", "-A", "POSTROUTING", "-o", "wan", "-j", "MASQUERADE"]
+        if random_fully:
+            rule.append("--random-fully")
+        self.sh(router, *rule)
+        self.flush_conntrack()
+
+    def flush_conntrack(self) -> None:
+        for router in ("rA", "rB"):
+            self.sh(router, "conntrack", "-F", check=False)
+
+    def set_udp_timeout(self, seconds: int) -> None:
+        for router in ("rA", "rB"):
+            for key in ("nf_conntrack_udp_timeout", "nf_conntrack_udp_timeout_stream"):
+                self.sh(router, "sysctl", "-qw", f"net.netfilter.{key}={seconds}")
+
+    def block_between_nats(self, blocked: bool) -> None:
+        action = "-A" if blocked else "-D"
+        for src, dst in ((WAN["rA"], WAN["rB"]), (WAN["rB"], WAN["rA"])):
+            self.sh("core", "iptables", action, "FORWARD", "-p", "udp", "-s", src, "-d", dst,
+                    "-j", "DROP", check=blocked)
+
+    def netem(self, spec: list[str] | None) -> None:
+        for dev in ("c1", "c2"):
+            self.sh("core", "tc", "qdisc", "del", "dev", dev, "root", check=False)
+            if spec:
+                self.sh("core", "tc", "qdisc", "add", "dev", dev, "root", "netem", *spec)
+
+    def teardown(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(5)
+        for name in reversed(self.namespaces):
+            run("ip", "netns", "del", name, check=False)
+        self.namespaces.clear()
+
+    # ------------------------------------------------------------------ processes
+
+    def rendezvous(self, home: Path) -> str:
+        env = dict(os.environ, PILOT_HOME=str(home))
+        proc = subprocess.Popen(
+            ["ip", "netns", "exec", self.ns("rv"), sys.executable, "-m", "pilot_daemon",
+             "rendezvous", "serve", "--listen", f"{RV1}:3478", "--listen2", f"{RV2}:3479"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT,
+        )
+        self.procs.append(proc)
+        assert proc.stdout is not None
+        line = proc.stdout.readline().strip()
+        if "#" not in line:
+            raise RuntimeError(f"rendezvous did not start: {line} {proc.stderr.read()}")
+        return line
+
+    def peer(self, host: str, seed: bytes, peer_address: str, rendezvous: str,
+             paths: dict[str, Any], heartbeat: float = 20.0, port: int = 4000) -> LabPeer:
+        net = HOSTS[host][1]
+        proc = subprocess.Popen(
+            ["ip", "netns", "exec", self.ns(host), sys.executable,
+             str(ROOT / "tests" / "natlab_peer.py"), "--seed", seed.hex(), "--peer",
+             peer_address, "--rendezvous", rendezvous, "--listen", f"{net}.2:{port}",
+             "--paths", json.dumps(paths), "--heartbeat", str(heartbeat)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        )
+        self.procs.append(proc)
+        return LabPeer(proc)
+
+
+class LabPeer:
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        self.proc = proc
+        self.lines: queue.Queue[dict[str, Any]] = queue.Queue()
+        self.events: list[dict[str, Any]] = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            try:
+                self.lines.put(json.loads(line))
+            except ValueError:
+                pass
+
+    def send(self, **cmd: Any) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps(cmd) + "\n")
+        self.proc.stdin.flush()
+
+    def wait(self, event: str, timeout: float = 20.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        for seen in self.events:
+            if seen.get("event") == event:
+                self.events.remove(seen)
+                return seen
+        while time.monotonic() < deadline:
+            try:
+                item = self.lines.get(timeout=max(deadline - time.monotonic(), 0.01))
+            except queue.Empty:
+                break
+            if item.get("event") == event:
+                return item
+            self.events.append(item)
+        stderr = ""
+        if self.proc.poll() is not None and self.proc.stderr is not None:
+            stderr = self.proc.stderr.read()[-2000:]
+        raise TimeoutError(f"no {event} event within {timeout} s {stderr}")
+
+    def status(self) -> dict[str, Any]:
+        self.send(cmd="status")
+        return self.wait("status", 10.0)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            assert self.proc.stdin is not None
+            try:
+                self.proc.stdin.close()
+            except OSError:
+                pass
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
