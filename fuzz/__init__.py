@@ -35,6 +35,7 @@ HARNESSES: tuple[str, ...] = (
     "node",
     "rendezvous_server",
     "rendezvous_client",
+    "rendezvous_relay",
     "local_api",
 )
 

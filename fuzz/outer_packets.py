@@ -30,6 +30,8 @@ from pilot_proto.packets import (
     encode_xx_response,
     transport_header,
 )
+from pilot_proto.probe import PING, PROBE_SIZE, ProbeKey, pair_id_of
+from pilot_proto.relay import decode_relay, encode_relay
 
 if TYPE_CHECKING:
     from .traffic import Traffic
@@ -40,6 +42,9 @@ _CHECKER = CookieChecker(_STATIC, lambda n: b"\x07" * n, 120.0)
 _JAR = CookieJar(_STATIC, 120.0)
 _JAR.add_macs(b"\x50" + bytes(20), 0.0)  # so accept_reply has a mac1 to check against
 _SOURCE = ("192.0.2.1", 4000)
+# Both ends of one pair: a probe one encodes the other must decode, and nothing else.
+_PROBE_LOW = ProbeKey(bytes(32), bytes(8), 0)
+_PROBE_HIGH = ProbeKey(bytes(32), bytes(8), 1)
 
 
 def test_one_input(data: bytes) -> None:
@@ -69,6 +74,16 @@ def test_one_input(data: bytes) -> None:
     if len(data) >= TRANSPORT_HEADER_SIZE and data[0] == TRANSPORT:
         _, index, counter = TRANSPORT_HEADER.unpack_from(data)
         assert transport_header(index, counter) == data[:TRANSPORT_HEADER_SIZE]
+    relayed = decode_relay(data)
+    if relayed is not None:
+        assert encode_relay(*relayed) == data
+    if pair_id_of(data) is not None:
+        assert len(data) == PROBE_SIZE
+        for key in (_PROBE_LOW, _PROBE_HIGH):
+            probe = key.decode(data)
+            if probe is not None:  # only if it really came from the other end of the pair
+                other = _PROBE_HIGH if key is _PROBE_LOW else _PROBE_LOW
+                assert other.encode(probe.kind, probe.txid, probe.mapping) == data
     # The responder's checks run on whatever arrives with an initiation's first byte.
     if len(data) >= 2 * MAC_SIZE:
         _CHECKER.mac1_valid(data)
@@ -79,4 +94,5 @@ def test_one_input(data: bytes) -> None:
 
 
 def seeds(traffic: Traffic) -> list[bytes]:
-    return traffic.all_datagrams()
+    probes = [_PROBE_LOW.encode(PING, bytes(range(8))), _PROBE_HIGH.encode(2, bytes(8), "x")]
+    return [*traffic.all_datagrams(), *probes]

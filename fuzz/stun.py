@@ -26,7 +26,7 @@ from pilot_proto.stun import (
     peek_header,
 )
 from pilot_proto.stun_client import NatClassifier, StunClient
-from pilot_proto.stun_server import answer_binding, answer_binding_request
+from pilot_proto.stun_server import answer_binding, answer_binding_pair, answer_binding_request
 
 if TYPE_CHECKING:
     from .traffic import Traffic
@@ -77,6 +77,10 @@ def test_one_input(data: bytes) -> None:
         if answer is not None:
             assert len(answer.data) <= 3 * len(data), "STUN answer amplifies"
             assert answer.addr[0] in (_SOURCE[0], "2001:db8::9"), "answer to a new host"
+    pair = answer_binding_pair(data, _SOURCE, _SERVER, _ALTERNATE)
+    if pair is not None:
+        assert len(pair[0].data) <= 3 * len(data), "STUN answer amplifies"
+        assert pair[0].addr[0] == _SOURCE[0], "answer to a new host"
     reply = answer_binding_request(data, _SOURCE)
     assert reply is None or len(reply) <= 3 * len(data)
     client = StunClient(_fixed_tid)

@@ -9,7 +9,10 @@ What a node answers before a handshake proves the sender can receive at its addr
 - XX message 1 (first contact with a public node): message 2, which message 1 is padded
   to match; nothing under load;
 - a transport packet for an unknown session index, or garbage: nothing;
-- a STUN Binding request (the rendezvous): a response trimmed to fit.
+- a STUN Binding request (the rendezvous, from either of its addresses): a response
+  trimmed to fit;
+- a RELAY datagram (the rendezvous): forwarded, same size, to the other end of an
+  introduced pair only, never back toward its source.
 
 A session proves the client's first address only: an authenticated packet arriving from a
 new address is the same attack by a client with keys (anyone can get a session with a
@@ -24,6 +27,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fuzz import node as node_harness
+from fuzz.rendezvous_relay import RelaySession
 from fuzz.rendezvous_server import RendezvousSession, requests
 from fuzz.scripted_peer import ScriptedPeer
 from fuzz.traffic import record
@@ -40,10 +44,11 @@ from pilot_proto.packets import (
     encode_xx_init,
     transport_header,
 )
+from pilot_proto.relay import encode_relay
 from pilot_proto.rendezvous.messages import decode_message
 from pilot_proto.simulator import SeededRandom
 from pilot_proto.stun import ChangeRequest, build_binding_request
-from pilot_proto.stun_server import answer_binding, answer_binding_request
+from pilot_proto.stun_server import answer_binding, answer_binding_pair, answer_binding_request
 from pilot_proto.transmit import Addr
 
 FACTOR = 3
@@ -272,3 +277,37 @@ def test_rendezvous_requests_from_an_unvalidated_address_do_not_amplify() -> Non
         if back > FACTOR * sent:
             offenders.append(f"{kind}: {sent} bytes drew {back}")
     assert not offenders, "; ".join(offenders)
+
+
+def test_stun_answers_from_the_second_address_stay_within_three_times_the_request() -> None:
+    local, other = ("198.51.100.1", 7000), ("198.51.100.2", 7001)
+    tid = bytes(range(12))
+    for change in (ChangeRequest(True, True), ChangeRequest(False, True), None):
+        for fingerprint in (False, True):
+            request = build_binding_request(tid, change_request=change, fingerprint=fingerprint)
+            answer = answer_binding_pair(request, VICTIM, local, other)
+            assert answer is not None
+            transmit, _from_other = answer
+            assert len(transmit.data) <= FACTOR * len(request)
+            assert transmit.addr == VICTIM
+
+
+def test_the_relay_forwards_no_more_than_it_gets_and_only_for_introduced_pairs() -> None:
+    session = RelaySession()
+    inner = bytes(1200)
+    to_b = encode_relay(session.b.address, inner)
+    forward = session.server.relay_datagram(to_b, session.a.addr, session.now)
+    assert forward is not None and forward.addr == session.b.addr
+    assert len(forward.data) == len(to_b)
+    # From anyone but a client's session path: nothing goes anywhere.
+    assert session.server.relay_datagram(to_b, VICTIM, session.now) is None
+    # Toward a node that did not accept us (not introduced): nothing either.
+    stranger = Identity.generate(SeededRandom(13).bytes)
+    to_stranger = encode_relay(stranger.address, inner)
+    assert session.server.relay_datagram(to_stranger, session.a.addr, session.now) is None
+    # A relayed datagram never goes back toward its source, even addressed to itself.
+    to_self = encode_relay(session.a.address, inner)
+    assert session.server.relay_datagram(to_self, session.a.addr, session.now) is None
+    stats = session.server.relay.stats
+    assert stats["relayed"] == 1 and stats["relay_drop_unknown_sender"] == 1
+    assert stats["relay_drop_target_offline"] + stats["relay_drop_not_introduced"] == 2

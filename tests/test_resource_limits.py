@@ -400,3 +400,33 @@ def test_local_api_cuts_off_oversized_and_slow_clients(tmp_path: Path) -> None:
     assert isinstance(results["memory"], int) and results["memory"] < 8 * 1024 * 1024
 
 
+
+
+def test_relay_bandwidth_is_capped_per_node_and_per_source_ip() -> None:
+    """An introduced client floods the relay: what goes through is bounded by the
+    per-node and per-IP token buckets (burst plus rate x time), and the rest is counted."""
+    from fuzz.rendezvous_relay import RelaySession
+    from pilot_proto.relay import encode_relay
+    from pilot_proto.rendezvous.relay import RelayConfig
+
+    seconds, size = 2.0, 1200
+    for config, counter in (
+        (RelayConfig(node_bytes_per_second=100_000, node_burst_bytes=50_000), "node"),
+        (RelayConfig(ip_bytes_per_second=80_000, ip_burst_bytes=40_000), "ip"),
+    ):
+        session = RelaySession(config)
+        datagram = encode_relay(session.b.address, bytes(size))
+        forwarded = 0
+        start = session.now
+        with traced() as used:
+            for i in range(5000):  # 3 MB offered in 2 s
+                now = start + seconds * i / 5000
+                forward = session.server.relay_datagram(datagram, session.a.addr, now)
+                forwarded += len(forward.data) if forward is not None else 0
+            held = used()
+        rate = config.node_bytes_per_second if counter == "node" else config.ip_bytes_per_second
+        burst = config.node_burst_bytes if counter == "node" else config.ip_burst_bytes
+        # Each datagram also costs `packet_cost`, so fewer bytes than the bucket pass.
+        assert 0 < forwarded <= burst + rate * seconds
+        assert session.server.relay.stats[f"relay_drop_{counter}_rate"] > 4000
+        assert held < 64 * 1024, held
