@@ -67,17 +67,15 @@ def pilot() -> Iterator[Pilot]:
     home = Pilot(root)
     server = RendezvousServer(root.parent / "rv")
     home.rendezvous = server.hostport
-    started = home.run("daemon", "start", "--hostname", "agent-a",
-                       "--rendezvous", server.hostport, "--listen", "127.0.0.1:0")
-    if started.returncode != 0:
-        server.stop()
-    assert started.returncode == 0, started.stderr
-    inbox = Inbox(root / "inbox")
-    inbox.write(IncomingMessage(MSG1, "text", PEER, "agent-b", b"run subtask: analyze X",
-                                None, 1_750_000_000.0))
-    inbox.write(IncomingMessage(MSG2, "json", PEER, "agent-b", b'{"findings": 3}', MSG1,
-                                1_750_000_060.0))
     try:
+        started = home.run("daemon", "start", "--hostname", "agent-a",
+                           "--rendezvous", server.hostport, "--listen", "127.0.0.1:0")
+        assert started.returncode == 0, started.stderr
+        inbox = Inbox(root / "inbox")
+        inbox.write(IncomingMessage(MSG1, "text", PEER, "agent-b", b"run subtask: analyze X",
+                                    None, 1_750_000_000.0))
+        inbox.write(IncomingMessage(MSG2, "json", PEER, "agent-b", b'{"findings": 3}', MSG1,
+                                    1_750_000_060.0))
         yield home
     finally:
         home.run("daemon", "stop")
