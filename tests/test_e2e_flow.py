@@ -66,11 +66,13 @@ class World:
 @pytest.fixture(scope="module")
 def world() -> Iterator[World]:
     root = Path(tempfile.mkdtemp(prefix="pilot-e2e-"))
-    w = World(root)
+    w: World | None = None
     try:
+        w = World(root)
         yield w
     finally:
-        w.close()
+        if w is not None:
+            w.close()
         shutil.rmtree(root, ignore_errors=True)
 
 
