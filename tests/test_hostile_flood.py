@@ -122,6 +122,8 @@ def test_a_flood_of_100k_hostile_datagrams_changes_nothing_for_real_peers() -> N
         assert max(got.values()) == 1, "a message was delivered twice"
         delivered = Counter(e.message_id for e in sender.of(MessageDelivered))
         assert set(delivered) == set(sent[sender.address]) and max(delivered.values()) == 1
+    # Nobody moved the peers' paths: each still talks to the other's real address.
+    assert a.node.peer_path(b.address) == b.addr and b.node.peer_path(a.address) == a.addr
     # The flood reached the nodes and was dropped, not silently ignored.
     flooded = b.node.stats["datagrams_received"] + a.node.stats["datagrams_received"]
     assert flooded >= FLOOD
