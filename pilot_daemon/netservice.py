@@ -825,10 +825,17 @@ class PilotNetwork:
             except PilotError:
                 info = None
             hostname = self._hostname_of(address)
-            if info is not None and info.has_session and info.endpoint is not None:
+            # The core's path report (DESIGN 7) when it has one: direct or relay.
+            path = getattr(info, "path", "direct") if info is not None else "none"
+            if info is not None and info.has_session and info.endpoint is not None \
+                    and path != "none":
                 rtt = round(info.rtt * 1000, 3) if info.rtt is not None else None
-                rows.append(PeerPath(address, hostname, "direct", _show(info.endpoint), rtt,
-                                     None))
+                rows.append(PeerPath(address, hostname, path, _show(info.endpoint), rtt,
+                                     getattr(info, "reason", None)))
+                continue
+            core_reason = getattr(info, "reason", None) if info is not None else None
+            if core_reason not in (None, "probing", "no-candidates"):
+                rows.append(PeerPath(address, hostname, "none", None, None, core_reason))
                 continue
             reason = self._reasons.get(address)
             if reason is None or reason == "probing":
