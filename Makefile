@@ -23,6 +23,7 @@ system-deps:
 lint: install
 	$(VENV)/bin/ruff check pilot_proto pilot_daemon bindings tests bench fuzz examples
 	$(VENV)/bin/mypy --strict pilot_proto
+	MYPYPATH=bindings/asyncio:bindings/threads $(VENV)/bin/mypy --strict pilot_daemon bindings/asyncio/pilot_asyncio bindings/threads/pilot_threads
 
 vectors: install
 	$(PY) -m pilot_proto.noise $(NOISE_VECTORS)

@@ -31,6 +31,7 @@ from .inbox import Inbox, IncomingMessage, inbox_entry, iso_utc
 from .limits import (
     DELIVERY_RECORD_TTL_SECONDS,
     MAX_JUSTIFICATION_BYTES,
+    MAX_PENDING_REQUESTS,
     PENDING_TTL_SECONDS,
     SEND_TIMEOUT_SECONDS,
 )
@@ -93,6 +94,8 @@ class ControlPlane:
         self.facts = facts
         self._request_shutdown = request_shutdown
         self._clock = clock
+        #: Trust requests refused because MAX_PENDING_REQUESTS were already pending.
+        self.refused_pending_full = 0
 
     # --- start-up ---
 
@@ -517,6 +520,16 @@ class ControlPlane:
             return
         if self.store.active_rejection(sender.address, "by_us", now) is not None:
             log.info("ignored a trust request from %s: still in its cool-down", sender.address)
+            return
+        if (
+            self.store.get_pending(sender.address, now) is None
+            and self.store.count_pending(now) >= MAX_PENDING_REQUESTS
+        ):
+            self.refused_pending_full += 1
+            log.warning(
+                "refused a trust request from %s: %d requests are already pending; "
+                "approve or reject some (pilotctl pending)", sender.address, MAX_PENDING_REQUESTS,
+            )
             return
         justification = _truncate(note.justification, MAX_JUSTIFICATION_BYTES)
         self.store.add_pending(

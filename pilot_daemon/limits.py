@@ -11,6 +11,10 @@ from __future__ import annotations
 MAX_MESSAGE_BYTES = 1 << 20
 #: A trust request's justification travels in a size-limited mailbox note (DESIGN 6).
 MAX_JUSTIFICATION_BYTES = 512
+#: At most this many pending trust requests are kept; a stranger's identity costs nothing,
+#: so beyond it new requesters are refused (and logged) rather than pushing out requests
+#: the user may be reviewing.
+MAX_PENDING_REQUESTS = 1000
 #: Pending trust requests expire after 7 days (DESIGN 8).
 PENDING_TTL_SECONDS = 7 * 24 * 3600.0
 #: A rejected requester may ask again after this cool-down (DESIGN 8).

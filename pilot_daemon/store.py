@@ -462,6 +462,12 @@ class Store:
         ).fetchall()
         return [PendingRequest(*row) for row in rows]
 
+    def count_pending(self, now: float) -> int:
+        row = self._db.execute(
+            "SELECT COUNT(*) FROM pending_requests WHERE expires_at > ?", (now,)
+        ).fetchone()
+        return int(row[0])
+
     def remove_pending(self, from_address: str) -> bool:
         with self._transaction() as db:
             cursor = db.execute(
