@@ -60,6 +60,9 @@ class PathConfig:
     #: A direct path whose data (or keepalive PING) gets no ACK or PONG for this many
     #: RTOs is left for the relay at once.
     liveness_rtos: float = 2.0
+    #: ... but never less than this: on a sub-millisecond LAN 2 RTOs is shorter than a
+    #: busy host's scheduling delay, and a spurious move costs a round of probes.
+    liveness_floor: float = 0.2
     #: Direct retries after a failure: the first after `direct_retry_min`, doubling up
     #: to `direct_retry_max`; a local address change resets the backoff.
     direct_retry_min: float = 1.0

@@ -444,7 +444,10 @@ class PathManager:
         """When outstanding data without an ACK means the direct path is gone."""
         if silence_start is None or self.state is not PathState.DIRECT or self.relay is None:
             return None
-        return silence_start + self.config.liveness_rtos * self.rto
+        return silence_start + self._liveness_timeout()
+
+    def _liveness_timeout(self) -> float:
+        return max(self.config.liveness_rtos * self.rto, self.config.liveness_floor)
 
     def check_liveness(self, silence_start: float | None, now: float) -> bool:
         """True (route changed) when the direct path just failed."""
@@ -529,7 +532,7 @@ class PathManager:
         ):
             probe = self._ping(self.direct, "keepalive", now)
             self._keepalive_txid = probe.txid
-            self._keepalive_deadline = now + cfg.liveness_rtos * self.rto
+            self._keepalive_deadline = now + self._liveness_timeout()
             self._last_sent = now
             out.append(probe)
         for addr, (attempts, at) in list(self._challenges.items()):

@@ -126,11 +126,26 @@ class Lab:
             self.sh("core", "iptables", action, "FORWARD", "-p", "udp", "-s", src, "-d", dst,
                     "-j", "DROP", check=blocked)
 
-    def netem(self, spec: list[str] | None) -> None:
+    def netem(self, delay_ms: int, loss_percent: int) -> str:
+        """Delay and loss on both core links to the NATs; without sch_netem in the kernel,
+        the loss alone through iptables' statistic match. Returns what was applied."""
         for dev in ("c1", "c2"):
             self.sh("core", "tc", "qdisc", "del", "dev", dev, "root", check=False)
-            if spec:
-                self.sh("core", "tc", "qdisc", "add", "dev", dev, "root", "netem", *spec)
+        self.sh("core", "iptables", "-F", "INPUT")
+        self.sh("core", "iptables", "-t", "mangle", "-F")
+        if not delay_ms and not loss_percent:
+            return "none"
+        try:
+            for dev in ("c1", "c2"):
+                self.sh("core", "tc", "qdisc", "add", "dev", dev, "root", "netem", "delay",
+                        f"{delay_ms}ms", "loss", f"{loss_percent}%")
+            return f"netem {2 * delay_ms} ms between the NATs, {loss_percent}% loss per link"
+        except RuntimeError:
+            for dev in ("c1", "c2"):
+                self.sh("core", "iptables", "-t", "mangle", "-A", "POSTROUTING", "-o", dev,
+                        "-p", "udp", "-m", "statistic", "--mode", "random", "--probability",
+                        str(loss_percent / 100), "-j", "DROP")
+            return f"{loss_percent}% loss per link (no sch_netem in this kernel: no delay)"
 
     def teardown(self) -> None:
         for proc in self.procs:

@@ -100,7 +100,8 @@ class Peer(asyncio.DatagramProtocol):
         now = time.monotonic()
         self.node.set_local_candidates([local], now)
         self.client.set_candidates([local], now)
-        self.node.discover_nat(self.server, now, config=ClassifierConfig(rto=0.2, rc=3, rm=3, test_filtering=False))
+        classifier = ClassifierConfig(rto=0.2, rc=3, rm=3, test_filtering=False)
+        self.node.discover_nat(self.server, now, config=classifier)
         self.client.start(now)
         self.flush()
 
