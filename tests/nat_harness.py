@@ -189,7 +189,8 @@ class NatLab:
         if local_candidates:
             node.set_local_candidates([addr], now)
         if discover:
-            node.discover_nat(SERVER, now, config=ClassifierConfig(rto=0.2, rc=2, rm=2, test_filtering=False))
+            fast = ClassifierConfig(rto=0.2, rc=2, rm=2, test_filtering=False)
+            node.discover_nat(SERVER, now, config=fast)
         app.client.start(now)
         app.pump(now)
         self.peers.append(app)
