@@ -33,6 +33,9 @@ class SessionConfig:
     #: IK keeps no responder state between messages; XX (rendezvous first contact) does,
     #: for at most this many clients at once (the oldest is evicted).
     max_half_open_handshakes: int = 1024
+    #: Strangers are forgotten when their keys expire; this many of their newest initiation
+    #: stamps are remembered so their old initiations stay refused.
+    max_forgotten_stamps: int = 65536
     #: A passive keepalive goes out when we received data but sent nothing for this long.
     keepalive_after: float = 10.0
 

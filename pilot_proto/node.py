@@ -110,6 +110,8 @@ class Node:
         self._dirty: set[Peer] = set()
         #: Peers whose timer deadline must be recomputed; the others keep `peer.deadline`.
         self._stale: set[Peer] = set()
+        #: Newest initiation stamps of strangers forgotten by `_forget_if_stranger`.
+        self._stamps_of_forgotten: dict[str, int] = {}
         self._events: deque[Event] = deque()
         self._listening_ports: set[int] = set()
         self._bindings = BindingCache()
@@ -163,6 +165,7 @@ class Node:
                 record.static_public,
                 trusted,
             )
+        peer.explicit = True
         peer.cookie_jar = CookieJar(
             record.static_public, self.config.session.cookie_secret_lifetime
         )
@@ -327,9 +330,7 @@ class Node:
             self._peer(relay)  # must be known: the rendezvous session's peer
             self._relays.add(relay)
         peer.paths.set_our_mapping(self.nat_mapping)
-        probes = peer.paths.introduce(
-            list(candidates), relay, start_delay, probe_limit, now
-        )
+        probes = peer.paths.introduce(list(candidates), relay, start_delay, probe_limit, now)
         self._send_probes(peer, probes)
         self._after_route_change(peer, now)
         self._touch(peer)
@@ -512,6 +513,8 @@ class Node:
                 now, session.reject_after_time, session.reject_after_packets
             ):
                 self._forget_keypair(kp)
+            if self._forget_if_stranger(peer):
+                continue
             if peer.handshake_retry_at is not None and now >= peer.handshake_retry_at:
                 self._retry_handshake(peer, now)
             connection = peer.connection
@@ -522,6 +525,20 @@ class Node:
                     self._drain(peer, now)
                     self._touch(peer)
             self._path_timers(peer, now)
+
+    def _forget_if_stranger(self, peer: Peer) -> bool:
+        """A peer we only know because it handshook with us (a public node's client) is
+        forgotten once its last key pair expired, or strangers would fill memory. Its
+        newest initiation stamp is kept in a bounded table, so old initiations stay
+        refused (DESIGN 4)."""
+        if peer.explicit or peer.keys.keypairs or peer.handshake is not None:
+            return False
+        self._stamps_of_forgotten[peer.address] = peer.newest_initiation_ns
+        while len(self._stamps_of_forgotten) > self.config.session.max_forgotten_stamps:
+            del self._stamps_of_forgotten[next(iter(self._stamps_of_forgotten))]
+        self.remove_peer(peer.address, self._last_now)
+        self.stats["strangers_forgotten"] += 1
+        return True
 
     def _path_timers(self, peer: Peer, now: float) -> None:
         paths = peer.paths
@@ -629,15 +646,21 @@ class Node:
         if incoming is None:
             self.stats["drop_bad_initiation"] += 1
             return
+        known = self._peers.get(incoming.proof.address)
+        newest = (
+            known.newest_initiation_ns
+            if known is not None
+            else self._stamps_of_forgotten.get(incoming.proof.address, -1)
+        )
+        if incoming.timestamp_ns <= newest:
+            # A replayed (or reordered older) initiation: no state, no reply (DESIGN 4).
+            self.stats["drop_replayed_initiation"] += 1
+            return
         peer = self._accept_peer(incoming.proof)
         if peer is None:
             return
         if relayed_from is not None and relayed_from != peer.address:
             self.stats["drop_relay_mismatch"] += 1
-            return
-        if incoming.timestamp_ns <= peer.newest_initiation_ns:
-            # A replayed (or reordered older) initiation: no state, no reply (DESIGN 4).
-            self.stats["drop_replayed_initiation"] += 1
             return
         peer.newest_initiation_ns = incoming.timestamp_ns
         message, keys = write_response(incoming, self.identity, self.instance_id)
@@ -646,9 +669,7 @@ class Node:
         self._install_keypair(peer, index, initiation.sender_index, keys, initiator=False, now=now)
         response = encode_response(index, initiation.sender_index, message)
         self._outbox.append(self._reply(response, addr, relayed_from))
-        if peer.paths.on_handshake(
-            None if relayed_from is not None else addr, now, answered=False
-        ):
+        if peer.paths.on_handshake(None if relayed_from is not None else addr, now, answered=False):
             self._after_route_change(peer, now)
         peer.last_received = now
         self.stats["handshakes_answered"] += 1
@@ -694,9 +715,7 @@ class Node:
         self._install_keypair(
             peer, response.receiver_index, response.sender_index, keys, initiator=True, now=now
         )
-        if peer.paths.on_handshake(
-            None if relayed_from is not None else addr, now, answered=True
-        ):
+        if peer.paths.on_handshake(None if relayed_from is not None else addr, now, answered=True):
             self._after_route_change(peer, now)
         peer.last_received = now
         # Key confirmation (DESIGN 4): the responder may send only after hearing from us on
@@ -817,6 +836,7 @@ class Node:
             proof.address, proof.public_key, proof.static_public, trusted=True
         )
         peer.trusted = True
+        peer.explicit = True
         peer.endpoints = [pending.endpoint]
         lifetime = self.config.session.cookie_secret_lifetime
         peer.cookie_jar = CookieJar(proof.static_public, lifetime)
@@ -926,8 +946,11 @@ class Node:
             return
         if peer.static_public is None or peer.cookie_jar is None:
             raise UnknownPeer(f"no identity record for {peer.address}; add it with add_peer first")
-        if not peer.endpoints and peer.path is None and not peer.paths.candidates() and (
-            peer.paths.relay is None
+        if (
+            not peer.endpoints
+            and peer.path is None
+            and not peer.paths.candidates()
+            and (peer.paths.relay is None)
         ):
             raise LocalProtocolError(
                 f"no endpoint known for {peer.address}; give add_peer its endpoints"
@@ -1137,9 +1160,7 @@ class Node:
 
     # ------------------------------------------------------------------ paths
 
-    def _on_probe(
-        self, data: bytes, addr: Addr, now: float, relayed_from: str | None
-    ) -> None:
+    def _on_probe(self, data: bytes, addr: Addr, now: float, relayed_from: str | None) -> None:
         pair_id = pair_id_of(data)
         peer = self._peer_by_pair_id.get(pair_id) if pair_id is not None else None
         if peer is None or peer.probe_key is None:
@@ -1300,6 +1321,7 @@ class Node:
             rng=self._rng,
         )
         peer.paths.set_our_mapping(self.nat_mapping)
+        peer.newest_initiation_ns = self._stamps_of_forgotten.pop(address, -1)
         self._peers[address] = peer
         self._derive_probe_key(peer)
         return peer

@@ -27,6 +27,7 @@ class Peer:
         "cookie_resent",
         "deadline",
         "endpoints",
+        "explicit",
         "handshake",
         "handshake_deadline",
         "handshake_retry_at",
@@ -86,6 +87,8 @@ class Peer:
         self.instance_id: bytes | None = None
         self.connection: Connection | None = None
         self.keepalive_due = False
+        #: Added by the application (add_peer, a rendezvous) rather than met as a stranger.
+        self.explicit = False
         #: The delivery layer reported the peer unresponsive; the next session restarts it.
         self.recovering = False
         #: The earliest timer of this peer, as of the last `Node.get_timer`.

@@ -318,3 +318,21 @@ def test_removed_peer_is_forgotten_and_its_packets_dropped() -> None:
     lab.settle(2)
     assert datagrams(b) == []
     assert b.node.stats["drop_unknown_index"] >= 1
+
+
+def test_public_node_forgets_a_stranger_but_still_refuses_its_old_initiation() -> None:
+    lab = Lab()
+    a = lab.node("a")
+    b = lab.node("b", NodeConfig(session=FAST_SESSION, public=True))
+    a.node.add_peer(record_of(b.identity), [b.addr])
+    a.node.connect(b.address, lab.net.now)
+    assert lab.run_until(lambda: a.node.has_session(b.address))
+    initiation = next(d for d in lab.net.captured if d.data[0] == HANDSHAKE_INITIATION)
+    a.node.close_peer(b.address, lab.net.now)
+    lab.settle(400)  # past the 180 s key lifetime
+    assert b.node.stats["strangers_forgotten"] == 1
+    assert a.address not in b.node.peers()
+    lab.net.inject(initiation.src, initiation.dst, initiation.data)
+    lab.settle(1)
+    assert b.node.stats["drop_replayed_initiation"] == 1
+    assert a.address not in b.node.peers()
