@@ -414,6 +414,8 @@ def command_schema(parser: argparse.ArgumentParser) -> dict[str, Any]:
         "environment": {
             "PILOT_HOME": "state directory (default ~/.pilot)",
             "PILOT_RENDEZVOUS": "rendezvous HOST:PORT[#KEY] when --rendezvous is not given",
+            "PILOT_PATH_TIMERS": "path timers for daemon start, a JSON object of PathConfig "
+                                 "fields plus rendezvous_heartbeat (tests and labs)",
         },
     }
 

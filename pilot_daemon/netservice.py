@@ -25,7 +25,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import ipaddress
+import json
 import logging
 import os
 import socket
@@ -37,7 +39,7 @@ from typing import Any, TypeVar
 from pilot_asyncio import Node
 
 from pilot_proto import DeliveryConfig, NodeConfig
-from pilot_proto.config import SessionConfig
+from pilot_proto.config import PathConfig, SessionConfig
 from pilot_proto.delivery import MessageReceived
 from pilot_proto.errors import (
     ConnectionFailed,
@@ -51,9 +53,10 @@ from pilot_proto.errors import (
     PilotTimeout,
     UnknownPeer,
 )
-from pilot_proto.events import Event, HandshakeCompleted, RendezvousConnected
+from pilot_proto.events import Event, HandshakeCompleted, NatDiscovered, RendezvousConnected
 from pilot_proto.records import IdentityRecord
 from pilot_proto.rendezvous import (
+    ClientConfig,
     ClientEvent,
     Disconnected,
     IntroductionReceived,
@@ -70,6 +73,7 @@ from pilot_proto.rendezvous import (
     decode_server_key,
     encode_server_key,
 )
+from pilot_proto.stun_client import ClassifierConfig
 
 from . import transfer
 from .errors import ErrorCode, PilotctlError
@@ -112,10 +116,56 @@ BACKGROUND_CONNECTS = 8
 OFFLINE_NOTICE_TIMEOUT = 0.5
 #: Messages of every allowed type; anything else a peer sends is kept as binary.
 MESSAGE_TYPES = ("text", "json", "binary")
+#: How long `start` waits, once registered, for the NAT classification (so `info` shows
+#: it); a rendezvous that does not answer STUN leaves `nat_type` null, nothing fails.
+NAT_DISCOVERY_WAIT = 3.0
+#: RFC 5780 transaction timers for the classification at start (seconds, sends).
+NAT_CLASSIFIER = ClassifierConfig(rto=0.2, rc=3, rm=3, test_filtering=False)
+#: Environment variable with path timers (DESIGN 7: every timer a config value, so tests
+#: and labs can shorten them): a JSON object of `pilot_proto.config.PathConfig` fields
+#: (keepalive_interval, reason_deadline, direct_retry_min, ...), plus
+#: `rendezvous_heartbeat`, the seconds between heartbeats to the rendezvous (default 20),
+#: which keep our NAT's mapping toward it (and so the relay) alive.
+PATH_TIMERS_ENV = "PILOT_PATH_TIMERS"
 
 
-def _node_config(floor_ns: int) -> NodeConfig:
+def path_timers(environ: Mapping[str, str] | None = None) -> tuple[PathConfig, float | None]:
+    """`PILOT_PATH_TIMERS` as a PathConfig and the rendezvous heartbeat (None: default).
+    PilotctlError(invalid_argument) when it is not a JSON object of known fields."""
+    text = (os.environ if environ is None else environ).get(PATH_TIMERS_ENV, "").strip()
+    if not text:
+        return PathConfig(), None
+    hint = (f"{PATH_TIMERS_ENV} is a JSON object such as "
+            '{"keepalive_interval": 5, "reason_deadline": 4, "rendezvous_heartbeat": 5}')
+    try:
+        values = json.loads(text)
+    except ValueError as exc:
+        raise PilotctlError(ErrorCode.INVALID_ARGUMENT,
+                            f"{PATH_TIMERS_ENV} is not JSON: {exc}", hint) from None
+    if not isinstance(values, dict):
+        raise PilotctlError(ErrorCode.INVALID_ARGUMENT, f"{PATH_TIMERS_ENV} is not an object",
+                            hint)
+    heartbeat = values.pop("rendezvous_heartbeat", None)
+    known = {f.name for f in dataclasses.fields(PathConfig)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise PilotctlError(ErrorCode.INVALID_ARGUMENT,
+                            f"{PATH_TIMERS_ENV}: unknown field(s) {', '.join(unknown)}",
+                            f"known: {', '.join(sorted(known))}, rendezvous_heartbeat")
+    if heartbeat is not None and (not isinstance(heartbeat, int | float) or heartbeat <= 0):
+        raise PilotctlError(ErrorCode.INVALID_ARGUMENT,
+                            f"{PATH_TIMERS_ENV}: rendezvous_heartbeat must be a positive number",
+                            hint)
+    try:
+        return PathConfig(**values), (float(heartbeat) if heartbeat is not None else None)
+    except TypeError as exc:
+        raise PilotctlError(ErrorCode.INVALID_ARGUMENT, f"{PATH_TIMERS_ENV}: {exc}",
+                            hint) from None
+
+
+def _node_config(floor_ns: int, paths: PathConfig | None = None) -> NodeConfig:
     return NodeConfig(
+        paths=paths or PathConfig(),
         # Initiations retried every second (not every 5 s): a lost first packet costs a
         # second, not five, and the rendezvous check at start stays within seconds.
         session=SessionConfig(handshake_retry=1.0, handshake_jitter=0.2),
@@ -160,6 +210,10 @@ class PilotNetwork:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._endpoint: tuple[str, int] | None = None
         self._candidates: list[tuple[str, int]] = []
+        #: From NatDiscovered: the one-word NAT type and our reflexive addresses.
+        self._nat_type: str | None = None
+        self._reflexive: list[tuple[str, int]] = []
+        self._nat_known: asyncio.Event | None = None
         self._registered = False
         self._detail: str | None = None
         self._started: asyncio.Future[None] | None = None
@@ -180,12 +234,13 @@ class PilotNetwork:
         self._config, self._host = config, host
         self._loop = loop = asyncio.get_running_loop()
         self._floor_saved = config.handshake_floor_ns
+        paths, heartbeat = path_timers()
         endpoint = await _resolve(config.rendezvous, config.udp_socket.family)
         key = _decode_key(config.rendezvous)
         self._endpoint = endpoint
         node = Node(
             config.identity,
-            _node_config(config.handshake_floor_ns),
+            _node_config(config.handshake_floor_ns, paths),
             sock=config.udp_socket,
             auto_confirm=False,
             on_event=self._on_node_event,
@@ -208,11 +263,19 @@ class PilotNetwork:
             rng=os.urandom,
             wall_clock=time.time,
             allow_list=host.trusted_keys(),
+            config=ClientConfig(heartbeat_interval=heartbeat) if heartbeat else None,
         )
         self._client = client
         node.add_timer(client.get_timer, self._client_timer)
         self._started = loop.create_future()
         now = time.monotonic()
+        node.core.set_local_candidates(self._candidates, now)
+        loopback = ipaddress.ip_address(endpoint[0]).is_loopback
+        if not loopback:
+            # RFC 5780 against the rendezvous' two addresses (DESIGN 7); over loopback
+            # there is no NAT to classify and `nat_type` stays null.
+            self._nat_known = asyncio.Event()
+            node.core.discover_nat(endpoint, now, config=NAT_CLASSIFIER)
         if key is not None:
             # Opened here with a short give-up; the client's own connect then joins it.
             node.core.connect_rendezvous(endpoint, key, now, give_up=PINNED_GIVE_UP)
@@ -232,6 +295,12 @@ class PilotNetwork:
         except BaseException:
             await self._shutdown(graceful=False)
             raise
+        if self._nat_known is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._nat_known.wait(), NAT_DISCOVERY_WAIT)
+            if self._nat_type is None:
+                log.warning("no NAT classification from the rendezvous' STUN within %g s",
+                            NAT_DISCOVERY_WAIT)
         node.listen(transfer.SERVICE_PORT)
         self._spawn(self._receive_loop())
         self._spawn(self._accept_loop())
@@ -278,8 +347,9 @@ class PilotNetwork:
         return NetworkStatus(
             available=True,
             registered=self._registered,
-            nat_type=None,
-            candidates=[text for text in map(_show, self._candidates) if text],
+            nat_type=self._nat_type,
+            candidates=[text for text in map(_show, dict.fromkeys(
+                [*self._candidates, *self._reflexive])) if text],
             detail=self._detail,
         )
 
@@ -319,6 +389,9 @@ class PilotNetwork:
         now = time.monotonic()
         if isinstance(event, HandshakeCompleted | RendezvousConnected):
             self._save_floor()
+        if isinstance(event, NatDiscovered):
+            self._on_nat(event)
+            return True
         if (
             self._server_message is not None
             and isinstance(event, MessageReceived)
@@ -331,6 +404,15 @@ class PilotNetwork:
         elif isinstance(event, HandshakeCompleted):
             self._reasons.pop(event.address, None)
         return consumed
+
+    def _on_nat(self, event: NatDiscovered) -> None:
+        self._nat_type = event.nat_type
+        self._reflexive = [(str(a[0]), int(a[1])) for a in event.reflexive]
+        log.info("NAT: %s (mapping %s, filtering %s), seen as %s", event.nat_type,
+                 event.mapping, event.filtering,
+                 ", ".join(filter(None, map(_show, event.reflexive))) or "-")
+        if self._nat_known is not None:
+            self._nat_known.set()
 
     def _client_timer(self, now: float) -> None:
         assert self._client is not None
@@ -612,6 +694,9 @@ class PilotNetwork:
                                 f"{address}")
         self._records[address] = record
         if not event.candidates:
+            # The server adds the address it sees a node's session from to every
+            # introduction: none at all means the peer has no session with it, so the
+            # relay (which forwards only to online nodes) cannot reach it either.
             self._reasons[address] = "no-candidates"
             raise PilotctlError(
                 ErrorCode.CONNECTION_FAILED,
@@ -619,13 +704,11 @@ class PilotNetwork:
                 "its daemon must be running (pilotctl daemon start); try again later",
             )
         try:
-            node.add_peer(record, event.candidates, trusted=True)
+            self._apply_introduction(node, event)
         except LocalProtocolError as exc:
             raise PilotctlError(ErrorCode.CONNECTION_FAILED,
                                 f"cannot use the record of {_label(peer)}: {exc}") from None
         self._reasons[address] = "probing"
-        if event.start_delay > 0:
-            await asyncio.sleep(min(event.start_delay, 1.0))
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise _timeout(peer, "no session")
@@ -641,6 +724,23 @@ class PilotNetwork:
             raise PilotctlError(ErrorCode.CONNECTION_FAILED,
                                 f"no session with {_label(peer)}: {exc}") from None
         self._reasons.pop(address, None)
+
+    def _apply_introduction(self, node: Node, event: IntroductionReceived) -> None:
+        """`add_peer` then the core's `introduce` (DESIGN 6-7): punching toward the
+        candidates in step with the peer from the agreed start, the rendezvous as the
+        relay until a direct path is proven (and as standby after)."""
+        client = self._client
+        assert client is not None
+        record = event.record
+        now = time.monotonic()
+        node.add_peer(record, event.candidates, trusted=True)
+        relay = client.server_address
+        if relay is not None and relay not in node.core.peers():
+            relay = None  # no session with the rendezvous right now: direct only
+        node.core.introduce(record.address, event.candidates, now,
+                            start_delay=event.start_delay, probe_limit=event.probe_limit,
+                            relay=relay)
+        node.flush()
 
     async def _refused(self, peer: PeerRecord) -> PilotctlError:
         """An introduction was refused: the peer does not accept us, or is unknown."""
@@ -677,13 +777,14 @@ class PilotNetwork:
             log.info("ignored an introduction to %s: not trusted", record.address)
             return
         self._records[record.address] = record
-        if not event.candidates:
+        try:
+            # Even without candidates: the requester is online, so the relay reaches it.
+            self._apply_introduction(node, event)
+        except LocalProtocolError as exc:
+            log.info("ignored an introduction to %s: %s", record.address, exc)
             return
-        node.add_peer(record, event.candidates, trusted=True)
         if node.core.has_session(record.address):
             return  # the peer's initiation, or ours, made it already
-        if event.start_delay > 0:
-            await asyncio.sleep(min(event.start_delay, 1.0))
         try:
             await node.connect(record.address, timeout=BACKGROUND_CONNECT_TIMEOUT)
         except PilotError as exc:
@@ -825,15 +926,14 @@ class PilotNetwork:
             except PilotError:
                 info = None
             hostname = self._hostname_of(address)
-            # The core's path report (DESIGN 7) when it has one: direct or relay.
-            path = getattr(info, "path", "direct") if info is not None else "none"
-            if info is not None and info.has_session and info.endpoint is not None \
-                    and path != "none":
+            if info is not None and info.has_session and info.path != "none" \
+                    and info.endpoint is not None:
+                # The core's path report (DESIGN 7): direct, or relay and why not direct.
                 rtt = round(info.rtt * 1000, 3) if info.rtt is not None else None
-                rows.append(PeerPath(address, hostname, path, _show(info.endpoint), rtt,
-                                     getattr(info, "reason", None)))
+                rows.append(PeerPath(address, hostname, info.path, _show(info.endpoint), rtt,
+                                     info.reason))
                 continue
-            core_reason = getattr(info, "reason", None) if info is not None else None
+            core_reason = info.reason if info is not None else None
             if core_reason not in (None, "probing", "no-candidates"):
                 rows.append(PeerPath(address, hostname, "none", None, None, core_reason))
                 continue
