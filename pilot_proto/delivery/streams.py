@@ -175,11 +175,15 @@ class StreamTable:
         data = receive.read(max_bytes)
         if data:
             window = self.receive_window
-            window.consumed += len(data)
-            if receive.window.update_due():
-                self.max_stream_data_due.add(stream_id)
-            if window.update_due():
+            consumed = window.consumed = window.consumed + len(data)
+            # ReceiveWindow.update_due, inlined for both windows: a quarter consumed.
+            size = window.window
+            if consumed + size - window.advertised >= size >> 2:
                 self.max_data_due = True
+            window = receive.window
+            size = window.window
+            if window.consumed + size - window.advertised >= size >> 2:
+                self.max_stream_data_due.add(stream_id)
         if not receive.readable_bytes:
             receive.readable_signalled = False
         if receive.state is ReceiveState.DATA_RECVD and receive.finish_if_read():
