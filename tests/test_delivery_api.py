@@ -201,6 +201,26 @@ def test_end_stream_after_everything_was_sent_and_acknowledged() -> None:
     assert pair.b.app.ended == {stream_id ^ 1}
 
 
+def test_has_output_says_when_a_read_needs_a_flush() -> None:
+    # A small window: reading a quarter of it queues MAX_STREAM_DATA and MAX_DATA.
+    config = DeliveryConfig(stream_receive_window=1 << 16, connection_receive_window=1 << 20)
+    pair = Pair(config, config, seed=10)
+    a, b = pair.a.connection, pair.b.connection
+    pair.b.app.reading = False
+    stream_id = a.open_stream(80, pair.now)
+    assert a.has_output
+    a.send_stream(stream_id, bytes(40_000), pair.now)
+    pair.run(timeout=5)
+    assert not a.has_output and not b.has_output
+    assert b.read_stream(stream_id ^ 1, 1000) and not b.has_output  # below a quarter
+    assert b.read_stream(stream_id ^ 1) and b.has_output  # MAX_STREAM_DATA is due
+    assert b.payloads_to_send(pair.now) and not b.has_output
+    a.close(pair.now)
+    assert a.has_output
+    a.payloads_to_send(pair.now)
+    assert not a.has_output
+
+
 def test_reset_stream_reaches_the_peer_and_frees_connection_credit() -> None:
     config = DeliveryConfig(connection_receive_window=1 << 20, stream_receive_window=1 << 20)
     pair = Pair(config, config, Link(delay=0.01), Link(delay=0.01), seed=8)

@@ -294,6 +294,27 @@ class Connection:
         return max(space - varint_size(max(space, 0)), 0)
 
     @property
+    def has_output(self) -> bool:
+        """Something is queued that `payloads_to_send` would send now if the window
+        allowed: stream or message data, control frames, probes, a CLOSE to repeat. ACKs
+        are not counted: they leave on their own timer (`get_timer`). Reading a stream
+        changes no timer, so after `read_stream` a driver need only flush when this holds."""
+        if self._ready or self._probes_due:
+            return True
+        control = self._control
+        streams = self._streams
+        return bool(
+            control.reliable
+            or control.pongs
+            or control.pings_to_send
+            or control.datagrams
+            or self._max_message_data_due
+            or streams.max_data_due
+            or streams.max_stream_data_due
+            or (self._state is ConnectionState.CLOSING and self._close_pending)
+        )
+
+    @property
     def smoothed_rtt(self) -> float:
         return self._recovery.rtt.smoothed_rtt
 
