@@ -529,7 +529,6 @@ class Connection:
 
     def receive_payload(self, payload: bytes, now: float) -> None:
         """Take one authenticated plaintext payload. Never raises on remote input."""
-        self._timer_valid = False
         state = self._state
         if state is not ConnectionState.OPEN:
             self._stats["packet_after_close"] += 1
@@ -584,7 +583,10 @@ class Connection:
                     else:
                         data = memoryview(payload)[pos:stop]
                     self._streams.on_stream_frame(stream_id, offset, data, frame_type == 0x13, None)
+                    ack_deadline = acks.ack_deadline
                     acks.on_packet(number, True, now, immediate)
+                    if acks.ack_deadline != ack_deadline:
+                        self._timer_valid = False  # the only timer input STREAM data moves
                     return
             elif frame_type == 0x03:  # ACK
                 ranges, delay, pos = decode_ack(payload, pos + 1, end)
@@ -594,6 +596,7 @@ class Connection:
                         self._stats["duplicate_packet"] += 1
                         return
                     self._packets_received += 1
+                    self._timer_valid = False
                     self._on_ack(ranges, delay, now)
                     acks.on_packet(number, False, now)
                     return
@@ -602,6 +605,7 @@ class Connection:
         self._receive_frames(payload, now)
 
     def _receive_frames(self, payload: bytes, now: float) -> None:
+        self._timer_valid = False
         stats = self._stats
         try:
             packet_number, frames = decode_payload(payload)
