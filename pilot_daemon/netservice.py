@@ -53,7 +53,13 @@ from pilot_proto.errors import (
     PilotTimeout,
     UnknownPeer,
 )
-from pilot_proto.events import Event, HandshakeCompleted, NatDiscovered, RendezvousConnected
+from pilot_proto.events import (
+    Event,
+    HandshakeCompleted,
+    NatDiscovered,
+    PathChanged,
+    RendezvousConnected,
+)
 from pilot_proto.records import IdentityRecord
 from pilot_proto.rendezvous import (
     ClientConfig,
@@ -392,6 +398,11 @@ class PilotNetwork:
         if isinstance(event, NatDiscovered):
             self._on_nat(event)
             return True
+        if isinstance(event, PathChanged):
+            # One line per change in daemon.log: what `peers` shows, with its moment.
+            log.info("path to %s: %s%s%s", event.address, event.path,
+                     f" ({event.reason})" if event.reason else "",
+                     f" via {_show(event.endpoint)}" if event.endpoint else "")
         if (
             self._server_message is not None
             and isinstance(event, MessageReceived)

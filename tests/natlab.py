@@ -26,6 +26,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pilot_processes import PILOTCTL
+
 ROOT = Path(__file__).resolve().parent.parent
 PREFIX_ROOT = "pnl"
 RV1, RV2 = "203.0.113.10", "203.0.113.11"
@@ -64,6 +66,7 @@ class Lab:
         self.prefix = f"{PREFIX_ROOT}{os.getpid()}-"
         self.namespaces: list[str] = []
         self.procs: list[subprocess.Popen[str]] = []
+        self.daemons: list[LabDaemon] = []
 
     def ns(self, short: str) -> str:
         return self.prefix + short
@@ -148,6 +151,8 @@ class Lab:
             return f"{loss_percent}% loss per link (no sch_netem in this kernel: no delay)"
 
     def teardown(self) -> None:
+        for daemon in self.daemons:
+            daemon.stop()
         for proc in self.procs:
             if proc.poll() is None:
                 proc.kill()
@@ -161,8 +166,8 @@ class Lab:
     def rendezvous(self, home: Path) -> str:
         env = dict(os.environ, PILOT_HOME=str(home))
         proc = subprocess.Popen(
-            ["ip", "netns", "exec", self.ns("rv"), sys.executable, "-m", "pilot_daemon",
-             "rendezvous", "serve", "--listen", f"{RV1}:3478", "--listen2", f"{RV2}:3479"],
+            ["ip", "netns", "exec", self.ns("rv"), *PILOTCTL, "rendezvous", "serve", "--listen",
+             f"{RV1}:3478", "--listen2", f"{RV2}:3479"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT,
         )
         self.procs.append(proc)
@@ -171,6 +176,17 @@ class Lab:
         if "#" not in line:
             raise RuntimeError(f"rendezvous did not start: {line} {proc.stderr.read()}")
         return line
+
+    def daemon(self, host: str, home: Path, rendezvous: str, hostname: str, port: int,
+               timers: dict[str, Any]) -> LabDaemon:
+        """`pilotctl daemon start` in the host's namespace, its own PILOT_HOME, as a user
+        runs it; PILOT_PATH_TIMERS shortens the path timers (docs/CLI.md)."""
+        daemon = LabDaemon(self, host, home, timers)
+        self.daemons.append(daemon)
+        net = HOSTS[host][1]
+        daemon.ok("daemon", "start", "--rendezvous", rendezvous, "--listen",
+                  f"{net}.2:{port}", "--hostname", hostname, timeout=30)
+        return daemon
 
     def peer(self, host: str, seed: bytes, peer_address: str, rendezvous: str,
              paths: dict[str, Any], heartbeat: float = 20.0, port: int = 4000) -> LabPeer:
@@ -185,6 +201,73 @@ class Lab:
         )
         self.procs.append(proc)
         return LabPeer(proc)
+
+
+class LabDaemon:
+    """One host's daemon: every command is `ip netns exec NS pilotctl --json ...` with the
+    host's PILOT_HOME, exactly what a user types."""
+
+    def __init__(self, lab: Lab, host: str, home: Path, timers: dict[str, Any]) -> None:
+        self.lab, self.host, self.home = lab, host, home
+        self.env = {k: v for k, v in os.environ.items()
+                    if k not in ("PILOT_RENDEZVOUS", "NOTIFY_SOCKET")}
+        self.env.update(PILOT_HOME=str(home), PILOT_PATH_TIMERS=json.dumps(timers))
+        self.stopped = False
+
+    def run(self, *args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["ip", "netns", "exec", self.lab.ns(self.host), *PILOTCTL, "--json", *args],
+            capture_output=True, text=True, env=self.env, timeout=timeout, cwd=ROOT,
+        )
+
+    def ok(self, *args: str, timeout: float = 90) -> Any:
+        done = self.run(*args, timeout=timeout)
+        try:
+            envelope = json.loads(done.stdout)
+        except ValueError:
+            envelope = None
+        if done.returncode != 0 or not envelope or envelope.get("status") != "ok":
+            raise RuntimeError(f"pilotctl {' '.join(args)} on {self.host}: exit "
+                               f"{done.returncode} {done.stdout.strip()} {done.stderr[-1500:]}"
+                               f"\n{self.log_tail()}")
+        return envelope["data"]
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join((self.home / "daemon.log").read_text().splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def path_log(self) -> list[tuple[float, str]]:
+        """(wall-clock time, "direct"/"relay"/"none") of every path change in daemon.log."""
+        out = []
+        try:
+            text = (self.home / "daemon.log").read_text()
+        except OSError:
+            return out
+        for m in re.finditer(r"^(\S+ \S+),(\d{3}) \S+ \S+: path to \S+: (\w+)", text,
+                             re.MULTILINE):
+            stamp = time.mktime(time.strptime(m.group(1), "%Y-%m-%d %H:%M:%S"))
+            out.append((stamp + int(m.group(2)) / 1000, m.group(3)))
+        return out
+
+    def stop(self) -> None:
+        if self.stopped:
+            return
+        self.stopped = True
+        try:
+            done = self.run("daemon", "stop", timeout=20)
+            if done.returncode == 0:
+                return
+        except subprocess.TimeoutExpired:
+            pass
+        from pilot_daemon.lockfile import read_lock_pid
+        pid = read_lock_pid(self.home / "daemon.lock")
+        if pid:
+            try:
+                os.kill(pid, 9)
+            except OSError:
+                pass
 
 
 class LabPeer:
