@@ -990,10 +990,10 @@ class Connection:
                 while ready and space > _ACK_FRAME_RESERVE:
                     item = ready[0]  # a stream, or the message queue: the same interface
                     before = space
-                    space = item.fill(parts, records, space, credit)
+                    space, more = item.fill(parts, records, space, credit)
                     if space != before and item is not outgoing:
                         stream_data = True
-                    if not item.has_work(credit.limit - credit.used):
+                    if not more:
                         ready.popleft()
                         item.in_ready = False
                         stalls = 0

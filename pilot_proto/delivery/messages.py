@@ -130,9 +130,10 @@ class OutgoingMessages:
         frames: list[tuple[Any, ...]],
         space: int,
         connection: SendCredit | None = None,
-    ) -> int:
-        """Append message chunks within `space` bytes; return the space left. (The
-        connection's stream credit does not apply to messages: they have their own.)"""
+    ) -> tuple[int, bool]:
+        """Append message chunks within `space` bytes; return the space left and
+        `has_work` after it. (The connection's stream credit does not apply to messages:
+        they have their own.)"""
         lost = self._lost
         while lost and space > _MAX_HEADER:
             message, start, end = lost[0]
@@ -166,7 +167,7 @@ class OutgoingMessages:
             if stop == total:
                 fresh.popleft()
             space -= self._emit(parts, frames, message, start, stop)
-        return space
+        return space, self.has_work()
 
     def on_lost(self, message: OutgoingMessage, start: int, end: int) -> bool:
         if message.receipted:

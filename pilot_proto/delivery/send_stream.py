@@ -214,9 +214,10 @@ class SendStream:
         frames: list[tuple[Any, ...]],
         space: int,
         connection: SendCredit,
-    ) -> int:
+    ) -> tuple[int, bool]:
         """Append frames (wire parts and sent-frame records) within `space` bytes; return
-        the space left. New data is limited by the stream's and the connection's credit."""
+        the space left and `has_work` after it (one call instead of two per packet). New
+        data is limited by the stream's and the connection's credit."""
         offset = self.next_offset
         if (
             self._lost
@@ -225,12 +226,12 @@ class SendStream:
             or not offset
             or self.state is SendState.RESET
         ):
-            return self._fill(parts, frames, space, connection)
+            return self._fill_and_check(parts, frames, space, connection)
         # The bulk case: new data in the middle of the stream, nothing else. The same
         # frame `_fill` would make, without its generality.
         end = self.buffered_end
         if offset >= end:
-            return self._fill(parts, frames, space, connection)  # a FIN alone, or nothing
+            return self._fill_and_check(parts, frames, space, connection)  # a FIN, or nothing
         room = (
             space
             - self._header_base
@@ -238,7 +239,7 @@ class SendStream:
             - (1 if offset < 0x40 else 2 if offset < 0x4000 else 4 if offset < 0x40000000 else 8)
         )
         if room <= 0:
-            return space
+            return space, self.has_work(connection.limit - connection.used)
         length = end - offset
         limit = self.credit.limit - offset
         if limit < length:
@@ -249,10 +250,10 @@ class SendStream:
         if room < length:
             length = room
         if length <= 0:
-            return space
+            return space, self.has_work(connection.limit - connection.used)
         stop = offset + length
         if stop == end and self.fin_requested:
-            return self._fill(parts, frames, space, connection)  # this frame carries the FIN
+            return self._fill_and_check(parts, frames, space, connection)  # with the FIN
         if 0x4000 <= offset < 0x40000000 and 0x40 <= length < 0x40000000:
             if length < 0x4000:
                 header = self._data_prefix + _pack_offset_u16(offset | 0x80000000, length | 0x4000)
@@ -280,7 +281,19 @@ class SendStream:
         parts.append(header)
         parts.append(data)
         frames.append((KIND_STREAM, self, offset, stop, False))
-        return space - len(header) - length
+        # has_work, knowing that nothing is lost, pending or finished: more new data?
+        more = stop < end and stop < self.credit.limit and connection.used < connection.limit
+        return space - len(header) - length, more
+
+    def _fill_and_check(
+        self,
+        parts: list[bytes | memoryview],
+        frames: list[tuple[Any, ...]],
+        space: int,
+        connection: SendCredit,
+    ) -> tuple[int, bool]:
+        space = self._fill(parts, frames, space, connection)
+        return space, self.has_work(connection.limit - connection.used)
 
     def _fill(
         self,
