@@ -448,7 +448,10 @@ class Node:
     def datagrams_to_send(self, now: float) -> list[Transmit]:
         dirty, self._dirty = self._dirty, set()
         for peer in dirty:
-            self._flush_peer(peer, now)
+            try:
+                self._flush_peer(peer, now)
+            except Exception:  # one peer's bug must not stop every other peer's traffic
+                self.stats["internal_error"] += 1
         self._stale.update(dirty)
         out, self._outbox = self._outbox, []
         return out
@@ -497,7 +500,6 @@ class Node:
         self._stale.add(peer)
 
     def handle_timer(self, now: float) -> None:
-        session = self.config.session
         self._last_now = now
         self._stale.update(self._peers.values())
         for pending in list(self._rendezvous.values()):
@@ -509,22 +511,27 @@ class Node:
                 self._nat.handle_timer(now)
                 self._nat_progress(now)
         for peer in list(self._peers.values()):
-            for kp in peer.keys.expire(
-                now, session.reject_after_time, session.reject_after_packets
-            ):
-                self._forget_keypair(kp)
-            if self._forget_if_stranger(peer):
-                continue
-            if peer.handshake_retry_at is not None and now >= peer.handshake_retry_at:
-                self._retry_handshake(peer, now)
-            connection = peer.connection
-            if connection is not None:
-                timer = connection.get_timer()
-                if timer is not None and now >= timer:
-                    connection.handle_timer(now)
-                    self._drain(peer, now)
-                    self._touch(peer)
-            self._path_timers(peer, now)
+            try:
+                self._peer_timers(peer, now)
+            except Exception:  # as in datagrams_to_send: isolate a bug to its peer
+                self.stats["internal_error"] += 1
+
+    def _peer_timers(self, peer: Peer, now: float) -> None:
+        session = self.config.session
+        for kp in peer.keys.expire(now, session.reject_after_time, session.reject_after_packets):
+            self._forget_keypair(kp)
+        if self._forget_if_stranger(peer):
+            return
+        if peer.handshake_retry_at is not None and now >= peer.handshake_retry_at:
+            self._retry_handshake(peer, now)
+        connection = peer.connection
+        if connection is not None:
+            timer = connection.get_timer()
+            if timer is not None and now >= timer:
+                connection.handle_timer(now)
+                self._drain(peer, now)
+                self._touch(peer)
+        self._path_timers(peer, now)
 
     def _forget_if_stranger(self, peer: Peer) -> bool:
         """A peer we only know because it handshook with us (a public node's client) is
