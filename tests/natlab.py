@@ -238,17 +238,20 @@ class LabDaemon:
         except OSError:
             return ""
 
-    def path_log(self) -> list[tuple[float, str]]:
-        """(wall-clock time, "direct"/"relay"/"none") of every path change in daemon.log."""
+    def path_log(self, address: str | None = None) -> list[tuple[float, str]]:
+        """(wall-clock time, "direct"/"relay"/"none") of every path change in daemon.log
+        (toward `address` only, when given)."""
         out = []
         try:
             text = (self.home / "daemon.log").read_text()
         except OSError:
             return out
-        for m in re.finditer(r"^(\S+ \S+),(\d{3}) \S+ \S+: path to \S+: (\w+)", text,
+        for m in re.finditer(r"^(\S+ \S+),(\d{3}) \S+ \S+: path to (\S+): (\w+)", text,
                              re.MULTILINE):
+            if address is not None and m.group(3) != address:
+                continue
             stamp = time.mktime(time.strptime(m.group(1), "%Y-%m-%d %H:%M:%S"))
-            out.append((stamp + int(m.group(2)) / 1000, m.group(3)))
+            out.append((stamp + int(m.group(2)) / 1000, m.group(4)))
         return out
 
     def stop(self) -> None:
