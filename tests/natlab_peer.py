@@ -93,6 +93,9 @@ class Peer(asyncio.DatagramProtocol):
         self.stream_bytes = 0
         self.stream_done = False
         self.outgoing: tuple[int, memoryview] | None = None
+        # The core refuses streams to ports nobody listens on: without this the peer's
+        # "stream" never delivered a byte (the old lab's "stall after the switch").
+        self.node.listen(STREAM_PORT)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
