@@ -106,6 +106,12 @@ class ConnectionState(enum.Enum):
     CLOSED = "closed"
 
 
+# Enum members as module constants: `Enum.MEMBER` is a slow lookup on hot paths.
+_CONN_CLOSED = ConnectionState.CLOSED
+_CONN_CLOSING = ConnectionState.CLOSING
+_CONN_OPEN = ConnectionState.OPEN
+
+
 class ConnectionEvent(enum.Enum):
     LOCAL_CLOSE = "local_close"
     PEER_CLOSE = "peer_close"
@@ -154,7 +160,7 @@ class Connection:
         self._id_position = 0
         self._listening = listening_ports
         self._events: deque[Event] = deque()
-        self._state = ConnectionState.OPEN
+        self._state = _CONN_OPEN
         self._close_frame: bytes | None = None
         self._close_pending = False
         self._close_deadline: float | None = None
@@ -264,7 +270,7 @@ class Connection:
     @property
     def is_closed(self) -> bool:
         """True once `close` was called or the peer's CLOSE arrived."""
-        return self._state is not ConnectionState.OPEN
+        return self._state is not _CONN_OPEN
 
     @property
     def peer_unresponsive(self) -> bool:
@@ -311,7 +317,7 @@ class Connection:
             or self._max_message_data_due
             or streams.max_data_due
             or streams.max_stream_data_due
-            or (self._state is ConnectionState.CLOSING and self._close_pending)
+            or (self._state is _CONN_CLOSING and self._close_pending)
         )
 
     @property
@@ -344,7 +350,7 @@ class Connection:
     # ================================================================== application API
 
     def _check_open(self) -> None:
-        if self._state is not ConnectionState.OPEN:
+        if self._state is not _CONN_OPEN:
             raise ConnectionClosedError(f"the connection to {self.address} is closed")
 
     def send_message(
@@ -409,7 +415,7 @@ class Connection:
             raise UnknownMessage(
                 f"message {bytes(message_id).hex()} is not awaiting confirmation"
             ) from None
-        if self._state is ConnectionState.OPEN:
+        if self._state is _CONN_OPEN:
             self._control.reliable.append(b"\x04" + message_id)  # RECEIPT
 
     def open_stream(self, port: int, now: float) -> int:
@@ -465,7 +471,7 @@ class Connection:
 
     def close(self, now: float, reason: str = "") -> None:
         """Send CLOSE and stop. ConnectionClosed(by_peer=False) is emitted at once."""
-        if self._state is not ConnectionState.OPEN:
+        if self._state is not _CONN_OPEN:
             return
         self._timer_valid = False
         self._transition(ConnectionEvent.LOCAL_CLOSE)
@@ -493,7 +499,7 @@ class Connection:
         fresh._unconfirmed = set(self._unconfirmed)
         fresh._recent_ids = set(self._recent_ids)
         fresh._recent_order = deque(self._recent_order)
-        if self._state is not ConnectionState.CLOSED:
+        if self._state is not _CONN_CLOSED:
             self._transition(ConnectionEvent.REPLACED)
         self._streams.entries.clear()
         self._ready.clear()
@@ -530,9 +536,9 @@ class Connection:
     def receive_payload(self, payload: bytes, now: float) -> None:
         """Take one authenticated plaintext payload. Never raises on remote input."""
         state = self._state
-        if state is not ConnectionState.OPEN:
+        if state is not _CONN_OPEN:
             self._stats["packet_after_close"] += 1
-            if state is ConnectionState.CLOSING and now >= self._last_close_sent + max(
+            if state is _CONN_CLOSING and now >= self._last_close_sent + max(
                 self._recovery.rtt.smoothed_rtt, self.config.timer_granularity
             ):
                 self._close_pending = True
@@ -647,7 +653,7 @@ class Connection:
             else:
                 ack_eliciting = True
                 self._on_control(frame, now)
-                if self._state is not ConnectionState.OPEN:
+                if self._state is not _CONN_OPEN:
                     break  # CLOSE: nothing after it matters
         acks.on_packet(packet_number, ack_eliciting, now, immediate)
 
@@ -813,8 +819,8 @@ class Connection:
 
     def _compute_timer(self) -> float | None:
         state = self._state
-        if state is not ConnectionState.OPEN:
-            if state is ConnectionState.CLOSED:
+        if state is not _CONN_OPEN:
+            if state is _CONN_CLOSED:
                 return None
             return self._close_deadline
         # Called after every datagram by the Node: keep it to a few attribute reads.
@@ -834,9 +840,9 @@ class Connection:
         """Run whatever timers are due at `now`."""
         self._timer_valid = False
         state = self._state
-        if state is not ConnectionState.OPEN:
+        if state is not _CONN_OPEN:
             if (
-                state is not ConnectionState.CLOSED
+                state is not _CONN_CLOSED
                 and self._close_deadline is not None
                 and now >= self._close_deadline
             ):
@@ -876,7 +882,7 @@ class Connection:
 
     def payloads_to_send(self, now: float) -> list[bytes]:
         """Payloads to seal and send now, one per UDP datagram, in order."""
-        if self._state is not ConnectionState.OPEN:
+        if self._state is not _CONN_OPEN:
             return self._closing_payloads(now)
         ready = self._ready
         pmtu = self._pmtu
@@ -1072,7 +1078,7 @@ class Connection:
 
     def _closing_payloads(self, now: float) -> list[bytes]:
         frame = self._close_frame
-        if self._state is not ConnectionState.CLOSING or not self._close_pending or frame is None:
+        if self._state is not _CONN_CLOSING or not self._close_pending or frame is None:
             return []
         self._close_pending = False
         self._last_close_sent = now

@@ -32,6 +32,12 @@ class PmtuState(enum.Enum):
     SEARCH_COMPLETE = "search_complete"
 
 
+# Enum members as module constants: `Enum.MEMBER` is a slow lookup on hot paths.
+_PMTU_DISABLED = PmtuState.DISABLED
+_PMTU_SEARCHING = PmtuState.SEARCHING
+_PMTU_SEARCH_COMPLETE = PmtuState.SEARCH_COMPLETE
+
+
 class PmtuEvent(enum.Enum):
     CONVERGED = "converged"  # the search range is narrower than the granularity
     RAISE_TIMER = "raise_timer"  # RFC 8899 PMTU_RAISE_TIMER: look for a larger MTU again
@@ -90,16 +96,16 @@ class PathMtu:
         self._plateaus: list[int] = []
         self._bisecting = False
         if forced is not None:
-            self.state = PmtuState.DISABLED
+            self.state = _PMTU_DISABLED
             self.current = forced
             self._high = forced
         else:
-            self.state = PmtuState.SEARCHING
+            self.state = _PMTU_SEARCHING
             self.current = base
             self._high = maximum
             self._reset_plateaus()
             if maximum - base < granularity:
-                self.state = PmtuState.SEARCH_COMPLETE
+                self.state = _PMTU_SEARCH_COMPLETE
 
     def _reset_plateaus(self) -> None:
         self._bisecting = False
@@ -120,10 +126,10 @@ class PathMtu:
         """False if `probe_size(now)` is surely None (and stays so until an ACK, a loss or
         a timer changes this object): lets the sender skip asking for every packet."""
         state = self.state
-        if state is PmtuState.SEARCHING:
+        if state is _PMTU_SEARCHING:
             return self._probe_number is None
         return (
-            state is PmtuState.SEARCH_COMPLETE
+            state is _PMTU_SEARCH_COMPLETE
             and self._raise_at is not None
             and now >= self._raise_at
             and self.current < self._maximum
@@ -132,7 +138,7 @@ class PathMtu:
     def probe_size(self, now: float) -> int | None:
         """The datagram size to probe now, or None if no probe is due."""
         self._maybe_search_again(now)
-        if self.state is not PmtuState.SEARCHING or self._probe_number is not None:
+        if self.state is not _PMTU_SEARCHING or self._probe_number is not None:
             return None
         if self._plateaus:
             return self._plateaus[0]
@@ -148,7 +154,7 @@ class PathMtu:
     def _maybe_search_again(self, now: float) -> None:
         # RFC 8899 section 5.1.1 PMTU_RAISE_TIMER: a larger MTU may have become possible.
         if (
-            self.state is PmtuState.SEARCH_COMPLETE
+            self.state is _PMTU_SEARCH_COMPLETE
             and self._raise_at is not None
             and now >= self._raise_at
             and self.current < self._maximum
@@ -173,7 +179,7 @@ class PathMtu:
         if packet_number == self._probe_number:
             self._probe_number = None
             self._probe_deadline = None
-        if size is None or self.state is PmtuState.DISABLED:
+        if size is None or self.state is _PMTU_DISABLED:
             return False
         self._failures = 0
         grew = size > self.current
@@ -185,7 +191,7 @@ class PathMtu:
             # A plateau works: take it and stop (sizes between plateaus are rare).
             self._plateaus = []
             self._high = self.current
-        if self.state is PmtuState.SEARCHING:
+        if self.state is _PMTU_SEARCHING:
             self._check_converged(now)
         return grew
 
@@ -198,7 +204,7 @@ class PathMtu:
             self._probe_deadline = None
         if size is None:
             return False
-        if self.state is not PmtuState.SEARCHING or size <= self.current:
+        if self.state is not _PMTU_SEARCHING or size <= self.current:
             return True
         self._failures += 1
         if self._failures >= self._max_probes:
@@ -212,7 +218,7 @@ class PathMtu:
         """Datagrams of the confirmed size seem not to arrive: back to the base size.
 
         True if the size changed."""
-        if self.state is PmtuState.DISABLED or self.current <= self._base:
+        if self.state is _PMTU_DISABLED or self.current <= self._base:
             return False
         self._apply(PmtuEvent.BLACK_HOLE)
         self.current = self._base
@@ -231,7 +237,7 @@ class PathMtu:
         """When the outstanding probe counts as lost, or when to search again."""
         if self._probe_deadline is not None:
             return self._probe_deadline
-        if self.state is PmtuState.SEARCH_COMPLETE and self.current < self._maximum:
+        if self.state is _PMTU_SEARCH_COMPLETE and self.current < self._maximum:
             return self._raise_at
         return None
 

@@ -19,6 +19,11 @@ from .stream_states import (
 
 __all__ = ["ReceiveStream", "StreamViolation"]
 
+# Enum members as module constants: `Enum.MEMBER` is a slow lookup on hot paths.
+_RECV_DATA_RECVD = ReceiveState.DATA_RECVD
+_RECV_RECV = ReceiveState.RECV
+_RECV_SIZE_KNOWN = ReceiveState.SIZE_KNOWN
+
 
 class StreamViolation(Exception):
     """The peer broke the stream's rules (credit, final size); the frame is dropped and
@@ -48,7 +53,7 @@ class ReceiveStream:
     )
 
     def __init__(self, initial_credit: int, window: int) -> None:
-        self.state = ReceiveState.RECV
+        self.state = _RECV_RECV
         self.window = ReceiveWindow(initial_credit, window)
         self.read_offset = 0
         #: Everything below recv_end has arrived; [read_offset, recv_end) waits in _ready.
@@ -130,7 +135,7 @@ class ReceiveStream:
             self.final_size = end
             self.state = receive_transition(self.state, ReceiveEvent.FIN)
         if self.final_size is not None and self.recv_end == self.final_size:
-            if self.state is ReceiveState.SIZE_KNOWN:
+            if self.state is _RECV_SIZE_KNOWN:
                 self.state = receive_transition(self.state, ReceiveEvent.ALL_RECEIVED)
 
     def _drain_pending(self) -> None:
@@ -179,7 +184,7 @@ class ReceiveStream:
 
     def finish_if_read(self) -> bool:
         """Move to DATA_READ if the FIN arrived and nothing is left to read."""
-        if self.state is ReceiveState.DATA_RECVD and self.at_end:
+        if self.state is _RECV_DATA_RECVD and self.at_end:
             self.state = receive_transition(self.state, ReceiveEvent.ALL_READ)
             return True
         return False

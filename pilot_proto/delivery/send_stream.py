@@ -22,6 +22,12 @@ from .varint import encode_varint, varint_size
 
 __all__ = ["KIND_STREAM", "SendStream"]
 
+# Enum members as module constants: `Enum.MEMBER` is a slow lookup on hot paths.
+_SEND_ENDED = SendState.ENDED
+_SEND_OPEN = SendState.OPEN
+_SEND_RESET = SendState.RESET
+
+
 #: First element of the sent-frame records of stream data (see connection.py).
 KIND_STREAM = 0
 
@@ -74,7 +80,7 @@ class SendStream:
         self.stream_id = stream_id
         #: Set on streams we opened: frames at offset 0 carry it.
         self.port = port
-        self.state = SendState.OPEN
+        self.state = _SEND_OPEN
         self.credit = SendCredit(initial_credit)
         self.buffer_limit = buffer_limit
         self._chunks: list[bytes] = []
@@ -103,7 +109,7 @@ class SendStream:
     @property
     def capacity(self) -> int:
         """Bytes the application may still write (unacknowledged data counts)."""
-        if self.state is not SendState.OPEN:
+        if self.state is not _SEND_OPEN:
             return 0
         return max(self.buffer_limit - (self.buffered_end - self.acked_end), 0)
 
@@ -150,7 +156,7 @@ class SendStream:
 
     def has_work(self, connection_available: int) -> bool:
         """Whether `fill` could put a frame in a packet now."""
-        if self.state is SendState.RESET:
+        if self.state is _SEND_RESET:
             return False
         if self._lost or self.fin_lost or self.open_pending:
             return True
@@ -224,7 +230,7 @@ class SendStream:
             or self.open_pending
             or self.fin_lost
             or not offset
-            or self.state is SendState.RESET
+            or self.state is _SEND_RESET
         ):
             return self._fill_and_check(parts, frames, space, connection)
         # The bulk case: new data in the middle of the stream, nothing else. The same
@@ -302,7 +308,7 @@ class SendStream:
         space: int,
         connection: SendCredit,
     ) -> int:
-        if self.state is SendState.RESET:
+        if self.state is _SEND_RESET:
             return space
         overhead = self._header_base + varint_size(space)
         final = self.buffered_end if self.fin_requested else -1
@@ -362,7 +368,7 @@ class SendStream:
             if self._acked_beyond is None:
                 self._acked_beyond = RangeSet()
             self._acked_beyond.add(start, end)
-        if self.fin_acked and self.state is SendState.ENDED and self.acked_end >= self.buffered_end:
+        if self.fin_acked and self.state is _SEND_ENDED and self.acked_end >= self.buffered_end:
             self.state = send_transition(self.state, SendEvent.ALL_ACKED)
 
     def _trim(self) -> None:
@@ -382,7 +388,7 @@ class SendStream:
 
     def on_lost(self, start: int, end: int, fin: bool) -> bool:
         """Queue a lost frame's range again; True if there is something to resend."""
-        if self.state is SendState.RESET:
+        if self.state is _SEND_RESET:
             return False
         queued = False
         if start == 0 and not self.open_acked:

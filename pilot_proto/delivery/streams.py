@@ -33,6 +33,15 @@ from .varint import encode_varint
 
 __all__ = ["KIND_MAX_DATA", "KIND_MAX_STREAM_DATA", "ResetCode", "StreamEntry", "StreamTable"]
 
+# Enum members as module constants: `Enum.MEMBER` is a slow lookup on hot paths.
+_RECV_DATA_READ = ReceiveState.DATA_READ
+_RECV_DATA_RECVD = ReceiveState.DATA_RECVD
+_RECV_RECV = ReceiveState.RECV
+_RECV_RESET = ReceiveState.RESET
+_SEND_DONE = SendState.DONE
+_SEND_RESET = SendState.RESET
+
+
 #: Sent-frame records of flow control frames (see connection.py for the others).
 KIND_MAX_DATA = 3
 KIND_MAX_STREAM_DATA = 4  # (KIND_MAX_STREAM_DATA, local stream id)
@@ -186,7 +195,7 @@ class StreamTable:
                 self.max_stream_data_due.add(stream_id)
         if not receive.readable_bytes:
             receive.readable_signalled = False
-        if receive.state is ReceiveState.DATA_RECVD and receive.finish_if_read():
+        if receive.state is _RECV_DATA_RECVD and receive.finish_if_read():
             self._events.append(StreamEnded(self.address, stream_id))
             self._maybe_forget(entry)
         return data
@@ -220,7 +229,7 @@ class StreamTable:
         if entry is None:
             return
         receive = entry.receive
-        if not fin and offset == receive.recv_end and receive.state is ReceiveState.RECV:
+        if not fin and offset == receive.recv_end and receive.state is _RECV_RECV:
             # In order, the bulk case.
             dropped = receive.take_in_order(data, self.receive_window)
             if dropped is not None:
@@ -246,7 +255,7 @@ class StreamTable:
                 self._stats["connection_credit_exceeded"] += 1
                 return
             window.highest += grow
-        if receive.state is ReceiveState.RESET:
+        if receive.state is _RECV_RESET:
             # We reset it: count the bytes for flow control and drop them.
             receive.highest += grow
             receive.read_offset = receive.highest
@@ -379,15 +388,15 @@ class StreamTable:
 
     def _queue_reset_frame(self, entry: StreamEntry, code: int, reason: str) -> None:
         send = entry.send
-        final = send.next_offset if send.state is SendState.RESET else send.reset()
+        final = send.next_offset if send.state is _SEND_RESET else send.reset()
         self._control.append(encode_frame(StreamResetFrame(entry.stream_id, final, code, reason)))
 
     def _maybe_forget(self, entry: StreamEntry) -> None:
         if entry.awaiting_final_size:
             return
-        if entry.send.state not in (SendState.DONE, SendState.RESET):
+        if entry.send.state not in (_SEND_DONE, _SEND_RESET):
             return
-        if entry.receive.state not in (ReceiveState.DATA_READ, ReceiveState.RESET):
+        if entry.receive.state not in (_RECV_DATA_READ, _RECV_RESET):
             return
         if self.entries.pop(entry.stream_id, None) is not None and entry.stream_id & 1:
             self._peer_count -= 1
@@ -401,7 +410,7 @@ class StreamTable:
             entry = self.entries.get(send.stream_id)
             if entry is not None and entry.announced and not entry.reset:
                 self._events.append(StreamWritable(self.address, send.stream_id))
-        if send.state is SendState.DONE:
+        if send.state is _SEND_DONE:
             entry = self.entries.get(send.stream_id)
             if entry is not None:
                 self._maybe_forget(entry)
