@@ -91,6 +91,7 @@ KIND_MAX_MESSAGE_DATA = 5
 
 _SEARCHING = PmtuState.SEARCHING
 _pack_u32 = struct.Struct(">I").pack
+_unpack_u32 = struct.Struct(">I").unpack_from
 _unpack_offset_length = struct.Struct(">IH").unpack_from
 
 # How many delivered message ids a connection remembers for duplicate detection.
@@ -551,6 +552,12 @@ class Connection:
             number = payload[0]
             if number < 0x40:
                 pos = 1
+            elif number < 0x80:
+                number = (number & 0x3F) << 8 | payload[1]
+                pos = 2
+            elif number < 0xC0:
+                number = _unpack_u32(payload, 0)[0] & 0x3FFFFFFF
+                pos = 4
             else:
                 number, pos = _read_varint(payload, 0)
             frame_type = payload[pos]
