@@ -51,6 +51,7 @@ from .frames import (
     Ack,
     Close,
     Datagram,
+    Frame,
     FrameDecodeError,
     ImmediateAck,
     MaxData,
@@ -63,6 +64,7 @@ from .frames import (
     Receipt,
     Stream,
     decode_ack,
+    decode_frames,
     decode_payload,
     encode_frame,
 )
@@ -613,18 +615,28 @@ class Connection:
                     self._on_ack(ranges, delay, now)
                     acks.on_packet(number, False, now)
                     return
+                # More frames follow (a reply, a RECEIPT...): decode them, not the ACK again.
+                try:
+                    frames = decode_frames(payload, pos, [Ack(ranges, delay)])
+                except FrameDecodeError:
+                    self._stats["garbage_payload"] += 1
+                    return
+                self._take_frames(payload, number, frames, now)
+                return
         except (IndexError, struct.error, FrameDecodeError):
             pass  # the general path counts it as garbage
-        self._receive_frames(payload, now)
+        try:
+            number, frames = decode_payload(payload)
+        except FrameDecodeError:
+            self._stats["garbage_payload"] += 1
+            return
+        self._take_frames(payload, number, frames, now)
 
-    def _receive_frames(self, payload: bytes, now: float) -> None:
+    def _take_frames(
+        self, payload: bytes, packet_number: int, frames: list[Frame], now: float
+    ) -> None:
         self._timer_valid = False
         stats = self._stats
-        try:
-            packet_number, frames = decode_payload(payload)
-        except FrameDecodeError:
-            stats["garbage_payload"] += 1
-            return
         acks = self._acks
         if acks.is_duplicate(packet_number):
             stats["duplicate_packet"] += 1

@@ -39,6 +39,8 @@ __all__ = [
     "Receipt",
     "Stream",
     "StreamReset",
+    "decode_ack",
+    "decode_frames",
     "decode_payload",
     "encode_ack",
     "encode_frame",
@@ -425,16 +427,24 @@ def decode_payload(payload: bytes | memoryview) -> tuple[int, list[Frame]]:
     memoryview slices of the payload when longer than COPY_LIMIT.
     """
     data = payload if type(payload) is bytes else bytes(payload)
-    end = len(data)
-    frames: list[Frame] = []
-    append = frames.append
-    view: memoryview | None = None
     try:
         packet_number = data[0]
         if packet_number < 0x40:
             pos = 1
         else:
             packet_number, pos = _varint(data, 0)
+    except (IndexError, struct.error) as exc:
+        raise FrameDecodeError("truncated frame") from exc
+    return packet_number, decode_frames(data, pos, [])
+
+
+def decode_frames(data: bytes, pos: int, frames: list[Frame]) -> list[Frame]:
+    """The frames of `data` from `pos` to its end, appended to `frames` (which may hold
+    the frames before `pos`, already decoded); raises FrameDecodeError as decode_payload."""
+    end = len(data)
+    append = frames.append
+    view: memoryview | None = None
+    try:
         while pos < end:
             frame_type = data[pos]
             pos += 1
@@ -488,13 +498,27 @@ def decode_payload(payload: bytes | memoryview) -> tuple[int, list[Frame]]:
                         raise FrameDecodeError("frame runs past the end of the payload")
                     reply_to = data[pos:stop]
                     pos = stop
-                total, pos = _varint(data, pos)
+                total = data[pos]
+                if total < 0x40:
+                    pos += 1
+                elif total < 0x80:
+                    total = (total & 0x3F) << 8 | data[pos + 1]
+                    pos += 2
+                else:
+                    total, pos = _varint(data, pos)
                 offset = data[pos]
                 if offset < 0x40:
                     pos += 1
                 else:
                     offset, pos = _varint(data, pos)
-                length, pos = _varint(data, pos)
+                length = data[pos]
+                if length < 0x40:
+                    pos += 1
+                elif length < 0x80:
+                    length = (length & 0x3F) << 8 | data[pos + 1]
+                    pos += 2
+                else:
+                    length, pos = _varint(data, pos)
                 if offset + length > total:
                     raise FrameDecodeError("message chunk beyond the message's length")
                 stop = pos + length
@@ -572,4 +596,4 @@ def decode_payload(payload: bytes | memoryview) -> tuple[int, list[Frame]]:
         raise FrameDecodeError("truncated frame") from exc
     if not frames:
         raise FrameDecodeError("payload without frames")
-    return packet_number, frames
+    return frames
