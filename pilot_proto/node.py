@@ -194,10 +194,13 @@ class Node(RendezvousSessions):
     def read_stream(self, address: str, stream_id: int, max_bytes: int = -1) -> bytes:
         """Take received stream data; flow-control credit goes back only as data is read."""
         peer = self._trusted_peer(address)
-        data = self._existing_connection(address).read_stream(stream_id, max_bytes)
+        connection = self._existing_connection(address)
+        data = connection.read_stream(stream_id, max_bytes)
         # Reading returns flow-control credit and may end the stream: send and tell now.
+        # A read moves no timer, so the peer's deadline stays valid.
         self._drain(peer, None)
-        self._touch(peer)
+        if connection.has_output:
+            self._dirty.add(peer)
         return data
 
     def stream_send_capacity(self, address: str, stream_id: int) -> int:
@@ -280,13 +283,17 @@ class Node(RendezvousSessions):
             self.stats["internal_error"] += 1
 
     def datagrams_to_send(self, now: float) -> list[Transmit]:
-        dirty, self._dirty = self._dirty, set()
-        for peer in dirty:
-            try:
-                self._flush_peer(peer, now)
-            except Exception:  # one peer's bug must not stop every other peer's traffic
-                self.stats["internal_error"] += 1
-        self._stale.update(dirty)
+        dirty = self._dirty
+        if dirty:
+            self._dirty = set()
+            for peer in dirty:
+                try:
+                    self._flush_peer(peer, now)
+                except Exception:  # one peer's bug must not stop every other peer's traffic
+                    self.stats["internal_error"] += 1
+            self._stale.update(dirty)
+        elif not self._outbox:
+            return []  # the common case in a busy binding loop: nothing to do
         out, self._outbox = self._outbox, []
         return out
 
