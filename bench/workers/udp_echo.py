@@ -16,7 +16,7 @@ import argparse
 import socket
 import threading
 import time
-from typing import cast
+from typing import Any, cast
 
 from .common import HOST, RttSamples, announce_ready, install_uvloop, report, watch_parent
 
@@ -124,6 +124,30 @@ def _gevent_server() -> None:
         sock.sendto(data, addr)
 
 
+class _EchoLoop:
+    """The timed send/receive loop of the two blocking clients. `done` counts echoes; the
+    clients' watchdogs read it to resend a datagram the loop is stuck waiting for."""
+
+    def __init__(self) -> None:
+        self.done = 0
+
+    def run(self, sock: Any, payload: bytes, seconds: float, max_count: int,
+            samples: RttSamples) -> None:
+        clock = time.perf_counter
+        end = clock() + seconds
+        total = _WARMUP + max_count
+        while self.done < total:
+            start = clock()
+            sock.send(payload)
+            sock.recv(_BUFFER)
+            now = clock()
+            self.done += 1
+            if self.done > _WARMUP:
+                samples.add(now - start)
+                if now >= end:
+                    break
+
+
 def _gevent_client(port: int, size: int, seconds: float, max_count: int) -> dict[str, object]:
     import gevent
     from gevent import socket as gsocket
@@ -133,30 +157,18 @@ def _gevent_client(port: int, size: int, seconds: float, max_count: int) -> dict
     sock = gsocket.socket(gsocket.AF_INET, gsocket.SOCK_DGRAM)
     sock.bind((HOST, 0))
     sock.connect((HOST, port))
-    done = 0
+    loop = _EchoLoop()
 
     def watchdog() -> None:
         seen = -1
         while True:
             gevent.sleep(_STALL)
-            if done == seen:
+            if loop.done == seen:
                 sock.send(payload)
-            seen = done
+            seen = loop.done
 
     guard = gevent.spawn(watchdog)
-    clock = time.perf_counter
-    end = clock() + seconds
-    total = _WARMUP + max_count
-    while done < total:
-        start = clock()
-        sock.send(payload)
-        sock.recv(_BUFFER)
-        now = clock()
-        done += 1
-        if done > _WARMUP:
-            samples.add(now - start)
-            if now >= end:
-                break
+    loop.run(sock, payload, seconds, max_count, samples)
     guard.kill()
     sock.close()
     return samples.summary(loop="gevent")
@@ -178,30 +190,18 @@ def _threads_client(port: int, size: int, seconds: float, max_count: int) -> dic
     samples = RttSamples()
     sock = _bound_socket()
     sock.connect((HOST, port))
-    done = 0
+    loop = _EchoLoop()
     finished = threading.Event()
 
     def watchdog() -> None:
         seen = -1
         while not finished.wait(_STALL):
-            if done == seen:
+            if loop.done == seen:
                 sock.send(payload)
-            seen = done
+            seen = loop.done
 
     threading.Thread(target=watchdog, daemon=True).start()
-    clock = time.perf_counter
-    end = clock() + seconds
-    total = _WARMUP + max_count
-    while done < total:
-        start = clock()
-        sock.send(payload)
-        sock.recv(_BUFFER)
-        now = clock()
-        done += 1
-        if done > _WARMUP:
-            samples.add(now - start)
-            if now >= end:
-                break
+    loop.run(sock, payload, seconds, max_count, samples)
     finished.set()
     sock.close()
     return samples.summary(loop="threads")
