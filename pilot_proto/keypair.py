@@ -133,9 +133,14 @@ class KeyRing:
         return self.keypairs[-1] if self.keypairs else None
 
     def next_expiry(self, reject_after_time: float) -> float | None:
-        if not self.keypairs:
+        keypairs = self.keypairs
+        if not keypairs:
             return None
-        return min(kp.created_at for kp in self.keypairs) + reject_after_time
+        oldest = keypairs[0].created_at  # a loop: min() over a generator costs more
+        for kp in keypairs:
+            if kp.created_at < oldest:
+                oldest = kp.created_at
+        return oldest + reject_after_time
 
     def _newest_confirmed(self) -> Keypair | None:
         confirmed = [kp for kp in self.keypairs if kp.confirmed_at is not None]

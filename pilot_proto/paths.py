@@ -81,6 +81,8 @@ class PathEvent(Enum):
 
 
 S, E = PathState, PathEvent
+# Members as module constants: `PathState.DIRECT` is a slow lookup on the per-packet path.
+_NONE, _RELAY, _DIRECT = S.NONE, S.RELAY, S.DIRECT
 #: (state, event) -> next state; a pair missing here leaves the state as it is.
 PATH_TRANSITIONS: Final[dict[tuple[PathState, PathEvent], PathState]] = {
     (S.NONE, E.DIRECT_PROVEN): S.DIRECT,
@@ -137,7 +139,7 @@ class PathManager:
     def __init__(self, config: PathConfig, rng: Callable[[int], bytes]) -> None:
         self.config = config
         self._rng = rng
-        self.state = PathState.NONE
+        self.state = _NONE
         #: The relay (the rendezvous' node address) that introduced us, if any.
         self.relay: str | None = None
         self.direct: Addr | None = None
@@ -184,19 +186,19 @@ class PathManager:
 
     @property
     def via_relay(self) -> bool:
-        return self.state is PathState.RELAY
+        return self.state is _RELAY
 
     def route(self) -> Addr | None:
         """Where transport packets go: the direct address, or None (the relay, when
         `via_relay`; nowhere yet otherwise)."""
-        if self.state is PathState.DIRECT:
+        if self.state is _DIRECT:
             return self.direct
         return None
 
     def report(self, now: float) -> PathReport:
-        if self.state is PathState.DIRECT:
+        if self.state is _DIRECT:
             return PathReport("direct", self.direct, None)
-        path = "relay" if self.state is PathState.RELAY else "none"
+        path = "relay" if self.state is _RELAY else "none"
         return PathReport(path, self.direct, self.reason(now))
 
     def reason(self, now: float) -> str:
@@ -223,7 +225,7 @@ class PathManager:
         """Where a handshake initiation goes (None: through the relay). Never to an
         unproven candidate before the punch starts: it would spring the conntrack trap."""
         targets: list[Addr | None] = []
-        if self.direct is not None and (self.state is PathState.DIRECT or self.relay is None):
+        if self.direct is not None and (self.state is _DIRECT or self.relay is None):
             targets.append(self.direct)
         if self.relay is not None:
             targets.append(None)
@@ -295,7 +297,7 @@ class PathManager:
         self._punch_next = self._start_at
         self._punch_interval = cfg.punch_interval
         self._probes_left = max(probe_limit, 0)
-        if cfg.opener_ttl is not None and self.state is not PathState.DIRECT:
+        if cfg.opener_ttl is not None and self.state is not _DIRECT:
             for addr in self._named:
                 out.append(self._ping(addr, "opener", now, ttl=cfg.opener_ttl))
         return out
@@ -310,7 +312,7 @@ class PathManager:
         self._heard_from(addr)
         if answered:
             self._prove(addr, None, now)
-            if self.state is not PathState.DIRECT or (self.relay is None and addr != self.direct):
+            if self.state is not _DIRECT or (self.relay is None and addr != self.direct):
                 self.direct = addr
                 return self._move(PathEvent.DIRECT_PROVEN)
             return False
@@ -326,7 +328,7 @@ class PathManager:
         if self.relay is None and self.direct is not None and self._named:
             if self.direct not in self._named:
                 self.direct = None
-                self.state = PathState.NONE
+                self.state = _NONE
 
     def on_authenticated(
         self, addr: Addr | None, size: int, newest: bool, now: float
@@ -334,7 +336,7 @@ class PathManager:
         """A transport packet authenticated, from `addr` (None: through the relay);
         `newest` when its counter is the highest seen. Returns (route changed, probes)."""
         if addr is None:
-            if newest and self.state is PathState.DIRECT and self.relay is not None:
+            if newest and self.state is _DIRECT and self.relay is not None:
                 # The peer moved to the relay (it lost the direct path): follow at once,
                 # the relay needs no validation, and retry direct soon.
                 changed = self._move(PathEvent.PEER_ON_RELAY)
@@ -343,14 +345,14 @@ class PathManager:
             return False, []
         self._heard_from(addr)
         candidate = self._candidate(addr)
-        if addr == self.direct and self.state is PathState.DIRECT:
+        if addr == self.direct and self.state is _DIRECT:
             return False, []
         if not newest or self._relay_only:
             return False, []
         if self._is_valid(candidate, now):
             self.direct = addr
             return self._move(PathEvent.DIRECT_PROVEN), []
-        if self.direct is None and self.relay is None and self.state is PathState.NONE:
+        if self.direct is None and self.relay is None and self.state is _NONE:
             # No path at all yet (keys made elsewhere): nothing to protect, take it.
             self._prove(addr, None, now)
             self.direct = addr
@@ -398,7 +400,7 @@ class PathManager:
             return False
         current = self._candidates.get(self.direct) if self.direct is not None else None
         switch = (
-            self.state is not PathState.DIRECT
+            self.state is not _DIRECT
             or self.direct is None
             or (addr != self.direct and purpose == "challenge")
             or (
@@ -424,7 +426,7 @@ class PathManager:
     def on_local_change(self, now: float) -> None:
         """Our own addresses changed: a direct path may work again, try at once."""
         self._retry_backoff = self.config.direct_retry_min
-        if self.state is not PathState.DIRECT and self._named:
+        if self.state is not _DIRECT and self._named:
             self._retry_at = now
 
     def set_our_mapping(self, mapping: str) -> None:
@@ -442,7 +444,7 @@ class PathManager:
 
     def liveness_deadline(self, silence_start: float | None) -> float | None:
         """When outstanding data without an ACK means the direct path is gone."""
-        if silence_start is None or self.state is not PathState.DIRECT or self.relay is None:
+        if silence_start is None or self.state is not _DIRECT or self.relay is None:
             return None
         return silence_start + self._liveness_timeout()
 
@@ -475,23 +477,35 @@ class PathManager:
     # ------------------------------------------------------------------ timers
 
     def deadline(self) -> float | None:
-        times = [
-            self._punch_next,
-            self._retry_at,
-            self._keepalive_deadline,
-            self._reason_at if self._final_reason is None else None,
-        ]
+        # Asked after every packet the peer's deadline may have moved by: plain
+        # comparisons, no list or generator.
+        deadline = self._punch_next
+        t = self._retry_at
+        if t is not None and (deadline is None or t < deadline):
+            deadline = t
+        t = self._keepalive_deadline
+        if t is not None and (deadline is None or t < deadline):
+            deadline = t
+        if self._final_reason is None:
+            t = self._reason_at
+            if t is not None and (deadline is None or t < deadline):
+                deadline = t
         keepalive = self.config.keepalive_interval
         if (
             keepalive is not None
             and self.session_up
-            and self.state is PathState.DIRECT
+            and self.state is _DIRECT
             and self._keepalive_txid is None
             and self.direct is not None
         ):
-            times.append(self._last_sent + keepalive)
-        times.extend(t for _, t in self._challenges.values())
-        return min((t for t in times if t is not None), default=None)
+            t = self._last_sent + keepalive
+            if deadline is None or t < deadline:
+                deadline = t
+        if self._challenges:
+            for _, t in self._challenges.values():
+                if deadline is None or t < deadline:
+                    deadline = t
+        return deadline
 
     def handle_timer(self, now: float) -> tuple[bool, list[ProbeOut]]:
         """Run what is due. Returns (route changed, probes to send)."""
@@ -500,7 +514,7 @@ class PathManager:
         cfg = self.config
         if self._final_reason is None and self._reason_at is not None and now >= self._reason_at:
             self._reason_at = None
-            if self.state is not PathState.DIRECT:
+            if self.state is not _DIRECT:
                 self._final_reason = self._classify()
                 self._punch_next = None
                 if self._retry_at is None and self._named and not self._relay_only:
@@ -510,7 +524,7 @@ class PathManager:
             out.extend(self._punch_round(now))
         if self._retry_at is not None and now >= self._retry_at:
             self._retry_at = None
-            if self.state is not PathState.DIRECT and not self._relay_only:
+            if self.state is not _DIRECT and not self._relay_only:
                 targets = list(self._named)
                 if self.direct is not None and self.direct not in targets:
                     targets.insert(0, self.direct)
@@ -525,7 +539,7 @@ class PathManager:
         if (
             keepalive is not None
             and self.session_up
-            and self.state is PathState.DIRECT
+            and self.state is _DIRECT
             and self.direct is not None
             and self._keepalive_txid is None
             and now >= self._last_sent + keepalive
@@ -547,7 +561,7 @@ class PathManager:
 
     def _punch_round(self, now: float) -> list[ProbeOut]:
         cfg = self.config
-        if self._probes_left <= 0 or self.state is PathState.DIRECT:
+        if self._probes_left <= 0 or self.state is _DIRECT:
             self._punch_next = None
             return []
         out = []
