@@ -118,6 +118,7 @@ class Node(RendezvousSessions):
             self._handshakes_by_index.pop(peer.handshake.sender_index, None)
         self._dirty.discard(peer)
         self._stale.discard(peer)
+        self._earliest_peer_deadline = self._scan_peer_deadlines()
 
     def is_trusted(self, address: str) -> bool:
         peer = self._peers.get(address)
@@ -298,39 +299,50 @@ class Node(RendezvousSessions):
         return out
 
     def get_timer(self) -> float | None:
-        # Bindings ask after every call; only peers touched since then are recomputed.
-        if self._stale:
-            for peer in self._stale:
+        # Bindings ask after every call; only peers touched since then are recomputed, and
+        # the earliest peer deadline is kept until one is (the pump asks three times a
+        # packet, usually with nothing touched in between).
+        stale = self._stale
+        if stale:
+            for peer in stale:
                 peer.deadline = self._peer_deadline(peer)
-            self._stale.clear()
-        deadline: float | None = None
-        for peer in self._peers.values():
-            t = peer.deadline
-            if t is not None and (deadline is None or t < deadline):
-                deadline = t
-        for pending in self._rendezvous.values():
-            if deadline is None or pending.retry_at < deadline:
-                deadline = pending.retry_at
+            stale.clear()
+            self._earliest_peer_deadline = self._scan_peer_deadlines()
+        deadline = self._earliest_peer_deadline
+        if self._rendezvous:
+            for pending in self._rendezvous.values():
+                if deadline is None or pending.retry_at < deadline:
+                    deadline = pending.retry_at
         if self._nat is not None:
             t = self._nat.get_timer()
             if t is not None and (deadline is None or t < deadline):
                 deadline = t
         return deadline
 
+    def _scan_peer_deadlines(self) -> float | None:
+        deadline: float | None = None
+        for peer in self._peers.values():
+            t = peer.deadline
+            if t is not None and (deadline is None or t < deadline):
+                deadline = t
+        return deadline
+
     def _peer_deadline(self, peer: Peer) -> float | None:
-        peer.paths.session_up = peer.keys.sending is not None
+        paths = peer.paths
+        paths.session_up = peer.keys.sending is not None
         deadline = peer.handshake_retry_at
         expiry = peer.keys.next_expiry(self.config.session.reject_after_time)
         if expiry is not None and (deadline is None or expiry < deadline):
             deadline = expiry
-        if peer.connection is not None:
-            t = peer.connection.get_timer()
+        connection = peer.connection
+        if connection is not None:
+            t = connection.get_timer()
             if t is not None and (deadline is None or t < deadline):
                 deadline = t
-            t = peer.paths.liveness_deadline(peer.connection.silence_start)
+            t = paths.liveness_deadline(connection.silence_start)
             if t is not None and (deadline is None or t < deadline):
                 deadline = t
-        t = peer.paths.deadline()
+        t = paths.deadline()
         if t is not None and (deadline is None or t < deadline):
             deadline = t
         return deadline

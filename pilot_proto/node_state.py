@@ -50,6 +50,8 @@ class NodeState:
         self._dirty: set[Peer] = set()
         #: Peers whose timer deadline must be recomputed; the others keep `peer.deadline`.
         self._stale: set[Peer] = set()
+        #: The earliest `peer.deadline`, as of the last `Node.get_timer` that had stale peers.
+        self._earliest_peer_deadline: float | None = None
         #: Newest initiation stamps of strangers forgotten by `_forget_if_stranger`.
         self._stamps_of_forgotten: dict[str, int] = {}
         self._events: deque[Event] = deque()
