@@ -194,12 +194,13 @@ class Node(RendezvousSessions):
 
     def read_stream(self, address: str, stream_id: int, max_bytes: int = -1) -> bytes:
         """Take received stream data; flow-control credit goes back only as data is read."""
-        peer = self._trusted_peer(address)
         connection = self._existing_connection(address)
         data = connection.read_stream(stream_id, max_bytes)
         # Reading returns flow-control credit and may end the stream: send and tell now.
         # A read moves no timer, so the peer's deadline stays valid.
-        self._drain(peer, None)
+        peer = self._peers[address]
+        if connection.events:
+            self._drain(peer, None)
         if connection.has_output:
             self._dirty.add(peer)
         return data
@@ -435,7 +436,8 @@ class Node(RendezvousSessions):
             counter >= kp.replay.highest,
             now,
         )
-        self._send_probes(peer, probes)
+        if probes:
+            self._send_probes(peer, probes)
         if changed:
             self._after_route_change(peer, now)
         if not payload:
@@ -446,10 +448,14 @@ class Node(RendezvousSessions):
             self.stats["drop_untrusted_payload"] += 1
             return
         self.stats["accepted_transport"] += 1
-        connection = self._ensure_connection(peer, now)
+        connection = peer.connection
+        if connection is None:
+            connection = self._ensure_connection(peer, now)
         connection.receive_payload(payload, now)
-        self._drain(peer, now)
-        self._touch(peer)
+        if connection.events:
+            self._drain(peer, now)
+        self._dirty.add(peer)  # _touch, inlined
+        self._stale.add(peer)
 
     # ------------------------------------------------------------------ sending
 
@@ -486,10 +492,14 @@ class Node(RendezvousSessions):
         elif path is not None:
             if connection is not None and peer.trusted:
                 connection.packet_overhead = TRANSPORT_OVERHEAD
-                for payload in connection.payloads_to_send(now):
-                    self._outbox.append(Transmit(kp.seal(payload), path))
+                payloads = connection.payloads_to_send(now)
+                if payloads:
+                    append, seal = self._outbox.append, kp.seal
+                    for payload in payloads:
+                        append(Transmit(seal(payload), path))
                     sent = True
-                self._drain(peer, now)
+                if connection.events:
+                    self._drain(peer, now)
             if peer.keepalive_due and not sent:
                 self._outbox.append(Transmit(kp.seal(b""), path))
                 sent = True
@@ -541,7 +551,10 @@ class Node(RendezvousSessions):
         return peer.connection
 
     def _existing_connection(self, address: str) -> Connection:
-        connection = self._trusted_peer(address).connection
+        peer = self._peers.get(address)
+        if peer is not None and peer.trusted and peer.connection is not None:
+            return peer.connection  # the common case, in one lookup
+        connection = self._trusted_peer(address).connection  # raises what is wrong
         if connection is None:
             raise LocalProtocolError(f"no delivery state with {address}: nothing was exchanged yet")
         return connection

@@ -326,7 +326,9 @@ class PeerHandshakes(NodePaths):
         connection = peer.connection
         if connection is None:
             return
-        while (event := connection.next_event()) is not None:
+        events = connection.events
+        while events:
+            event = events.popleft()
             self._events.append(event)
             if isinstance(event, PeerUnresponsive):
                 self.stats["peer_unresponsive"] += 1

@@ -163,6 +163,9 @@ class Connection:
         self._id_position = 0
         self._listening = listening_ports
         self._events: deque[Event] = deque()
+        #: The same queue, public for the Node: it drains events only when there are some
+        #: (a test cheaper than a `next_event` call after every packet).
+        self.events = self._events
         self._state = _CONN_OPEN
         self._close_frame: bytes | None = None
         self._close_pending = False
