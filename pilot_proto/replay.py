@@ -32,7 +32,7 @@ _BLOCK_MASK = (1 << _BLOCK_BITS) - 1
 class ReplayWindow:
     """Accepts each counter at most once, and none more than `size - 1` behind the highest."""
 
-    __slots__ = ("_blocks", "_highest", "_ring", "_size")
+    __slots__ = ("_blocks", "_ring", "_size", "highest")
 
     def __init__(self, size: int = 8192) -> None:
         if size < 1:
@@ -40,22 +40,19 @@ class ReplayWindow:
         self._size = size
         self._blocks = -(-size >> _BLOCK_BITS) + 1
         self._ring = bytearray(self._blocks)
-        self._highest = -1
+        #: The highest counter marked so far; -1 before the first. Read it, never set it
+        #: (an attribute, not a property: the Node reads it for every packet).
+        self.highest = -1
 
     @property
     def size(self) -> int:
         return self._size
 
-    @property
-    def highest(self) -> int:
-        """The highest counter marked so far; -1 before the first."""
-        return self._highest
-
     def would_accept(self, counter: int) -> bool:
         """True if `counter` is in range, not too old and not yet marked. Changes nothing."""
         if not 0 <= counter < REJECT_AFTER_COUNTER:
             return False
-        behind = self._highest - counter
+        behind = self.highest - counter
         if behind < 0:
             return True
         if behind >= self._size:
@@ -70,11 +67,17 @@ class ReplayWindow:
         nothing. A counter outside [0, 2**64 - 1) is a caller bug: `would_accept` never
         lets one through.
         """
+        highest = self.highest
+        if counter == highest + 1 and counter & _BLOCK_MASK and counter < REJECT_AFTER_COUNTER:
+            # The next counter in the newest block (7 packets in 8 in order): its block
+            # is already cleared, only its bit is set.
+            self.highest = counter
+            self._ring[(counter >> _BLOCK_BITS) % self._blocks] |= 1 << (counter & _BLOCK_MASK)
+            return
         if not 0 <= counter < REJECT_AFTER_COUNTER:
             raise LocalProtocolError(f"replay counter {counter} is outside [0, 2**64 - 1)")
         ring = self._ring
         blocks = self._blocks
-        highest = self._highest
         if counter > highest:
             top_block = highest >> _BLOCK_BITS  # -1 >> 3 == -1: nothing seen yet
             new_block = counter >> _BLOCK_BITS
@@ -91,10 +94,10 @@ class ReplayWindow:
                 else:
                     ring[start:] = bytes(blocks - start)
                     ring[: end - blocks] = bytes(end - blocks)
-            self._highest = counter
+            self.highest = counter
         elif highest - counter >= self._size:
             return
         ring[(counter >> _BLOCK_BITS) % blocks] |= 1 << (counter & _BLOCK_MASK)
 
     def __repr__(self) -> str:
-        return f"ReplayWindow(size={self._size}, highest={self._highest})"
+        return f"ReplayWindow(size={self._size}, highest={self.highest})"
