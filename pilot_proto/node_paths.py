@@ -3,7 +3,7 @@ relaying (DESIGN 6-7). The path manager (`paths`) decides; this sends and indexe
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from .events import PathChanged
 from .nat import NatDiscovery
@@ -174,7 +174,7 @@ class NodePaths(NodeState):
             return
         self._outbox.append(Transmit(encode_relay(peer.address, packet), endpoint))
 
-    def _send_probes(self, peer: Peer, probes: list[ProbeOut]) -> None:
+    def _send_probes(self, peer: Peer, probes: Sequence[ProbeOut]) -> None:
         key = peer.probe_key
         if key is None or not probes:
             return

@@ -25,7 +25,7 @@ The report's state moves by `PATH_TRANSITIONS`, a table the tests walk.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import Final, NamedTuple
@@ -119,6 +119,10 @@ class PathReport:
     path: str
     direct: Addr | None
     reason: str | None
+
+
+#: What `on_authenticated` answers for nearly every packet: no move, no probe.
+_UNCHANGED: Final[tuple[bool, Sequence[ProbeOut]]] = (False, ())
 
 
 class _Candidate:
@@ -332,7 +336,7 @@ class PathManager:
 
     def on_authenticated(
         self, addr: Addr | None, size: int, newest: bool, now: float
-    ) -> tuple[bool, list[ProbeOut]]:
+    ) -> tuple[bool, Sequence[ProbeOut]]:
         """A transport packet authenticated, from `addr` (None: through the relay);
         `newest` when its counter is the highest seen. Returns (route changed, probes)."""
         if addr is None:
@@ -344,9 +348,9 @@ class PathManager:
                 return changed, []
             return False, []
         self._heard_from(addr)
-        candidate = self._candidate(addr)
         if addr == self.direct and self.state is _DIRECT:
-            return False, []
+            return _UNCHANGED  # the path in use (its candidate exists since it was proven)
+        candidate = self._candidate(addr)
         if not newest or self._relay_only:
             return False, []
         if self._is_valid(candidate, now):
