@@ -9,13 +9,18 @@ pair for a round trip after we moved on.
 
 from __future__ import annotations
 
+import struct
+
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from .packets import TRANSPORT, TRANSPORT_HEADER, TRANSPORT_HEADER_SIZE
 from .replay import ReplayWindow
 
-_NONCE_PAD = bytes(4)
+_pack_header = TRANSPORT_HEADER.pack
+# The AEAD nonce: four zero bytes and the packet's 64-bit counter (the header's last 8
+# bytes), packed in one call rather than sliced out of the header and concatenated.
+_pack_nonce = struct.Struct(">4xQ").pack
 
 
 class Keypair:
@@ -61,16 +66,16 @@ class Keypair:
     def seal(self, payload: bytes) -> bytes:
         counter = self.send_counter
         self.send_counter = counter + 1
-        header = TRANSPORT_HEADER.pack(TRANSPORT, self.remote_index, counter)
-        nonce = _NONCE_PAD + header[5:]
-        return header + self._send.encrypt(nonce, payload, header)
+        header = _pack_header(TRANSPORT, self.remote_index, counter)
+        return header + self._send.encrypt(_pack_nonce(counter), payload, header)
 
     def open(self, packet: bytes, counter: int) -> bytes | None:
         """Authenticate and decrypt; the caller already checked the replay window."""
-        header = packet[:TRANSPORT_HEADER_SIZE]
         try:
             payload = self._recv.decrypt(
-                _NONCE_PAD + header[5:], packet[TRANSPORT_HEADER_SIZE:], header
+                _pack_nonce(counter),
+                packet[TRANSPORT_HEADER_SIZE:],
+                packet[:TRANSPORT_HEADER_SIZE],
             )
         except InvalidTag:
             return None
