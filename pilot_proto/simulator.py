@@ -14,11 +14,11 @@ without impairments is kept short: one heap push, one heap pop, no random draws.
 from __future__ import annotations
 
 import hashlib
-import heapq
 import itertools
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from heapq import heappop, heappush
 from typing import Any, NamedTuple, Protocol
 
 from .errors import LocalProtocolError
@@ -51,6 +51,8 @@ CORE_HOPS = 1
 # Past this many firings in a row that leave the timer due at once, a host's timer counts as
 # stuck even if it keeps sending.
 _MAX_IMMEDIATE_REFIRES = 1000
+
+_INF = float("inf")
 
 # Link resolutions are cached per (src, dst); spoofed sources could grow the cache without
 # bound, so it is simply cleared past this size.
@@ -477,7 +479,7 @@ class Network:
         self.stats.injected += 1
         if self._captured is not None:
             self._captured.append(Datagram(src, dst, data, when))
-        heapq.heappush(self._heap, (when, next(self._seq), src, dst, data))
+        heappush(self._heap, (when, next(self._seq), src, dst, data))
         self._in_flight += 1
 
     @property
@@ -497,8 +499,9 @@ class Network:
     def flush(self) -> None:
         """Collect datagrams and timers from every host, for calls made from outside the pump."""
         now = self.now
+        collect = self._collect
         for host in list(self.hosts.values()):
-            self._collect(host, now)
+            collect(host, now)
 
     def next_event_time(self) -> float | None:
         """When the next delivery or timer is due, skipping timers that were re-armed."""
@@ -506,7 +509,7 @@ class Network:
         while heap:
             entry = heap[0]
             if entry[2] is None and self._is_stale(entry):
-                heapq.heappop(heap)
+                heappop(heap)
                 continue
             return entry[0]
         return None
@@ -514,7 +517,7 @@ class Network:
     def step(self) -> bool:
         """Process the next event (a delivery or a timer); False if there is none."""
         self.flush()
-        return self._step(float("inf"))
+        return self._step(_INF)
 
     def run(self, until: float) -> None:
         """Process every event due up to virtual time `until`, then set `now` to `until`."""
@@ -572,7 +575,7 @@ class Network:
             when = entry[0]
             if when > limit:
                 return False
-            heapq.heappop(heap)
+            heappop(heap)
             src = entry[2]
             if src is None:
                 if self._is_stale(entry):
@@ -591,8 +594,11 @@ class Network:
         if host.on_activity is not None:
             host.on_activity(now)
         endpoint = host.endpoint
-        for transmit in endpoint.datagrams_to_send(now):
-            self._send(host, transmit.data, transmit.addr, now, transmit.ttl)
+        transmits = endpoint.datagrams_to_send(now)
+        if transmits:  # usually empty: two of the three collections per step find nothing
+            send = self._send
+            for transmit in transmits:
+                send(host, transmit.data, transmit.addr, now, transmit.ttl)
         timer = endpoint.get_timer()
         if timer != host._timer:
             self._arm(host, timer, now)
@@ -603,7 +609,7 @@ class Network:
         if timer is not None:
             # A deadline already past fires now; the clock never runs backwards.
             when = timer if timer > now else now
-            heapq.heappush(self._heap, (when, next(self._seq), None, host, host._timer_generation))
+            heappush(self._heap, (when, next(self._seq), None, host, host._timer_generation))
 
     def _fire_timer(self, host: Host, now: float) -> None:
         fired = host._timer
@@ -660,7 +666,13 @@ class Network:
         if self._taps:
             self._tap(src, dst, data, now)
             return
-        self._transmit(src, dst, data, now)
+        # _transmit, inlined for the datagram every step sends.
+        link = self._link_cache.get((src, dst)) or self._resolve_link(src, dst)
+        if link.impaired:
+            self._impair(link, src, dst, data, now)
+            return
+        heappush(self._heap, (now, next(self._seq), src, dst, data))
+        self._in_flight += 1
 
     def _tap(self, src: Addr, dst: Addr, data: bytes, now: float) -> None:
         datagrams = [Datagram(src, dst, data, now)]
@@ -684,7 +696,7 @@ class Network:
         if link is None:
             link = self._resolve_link(src, dst)
         if not link.impaired:
-            heapq.heappush(self._heap, (now, next(self._seq), src, dst, data))
+            heappush(self._heap, (now, next(self._seq), src, dst, data))
             self._in_flight += 1
             return
         self._impair(link, src, dst, data, now)
@@ -729,7 +741,7 @@ class Network:
                 flipped[bit >> 3] ^= 1 << (bit & 7)
                 payload = bytes(flipped)
                 stats.corrupted += 1
-            heapq.heappush(self._heap, (when, next(self._seq), src, dst, payload))
+            heappush(self._heap, (when, next(self._seq), src, dst, payload))
             self._in_flight += 1
 
     def _deliver(self, src: Addr, dst: Addr, data: bytes, now: float) -> None:
