@@ -87,12 +87,23 @@ class Keypair:
 class KeyRing:
     """The key pairs of one peer, newest confirmed one used for sending."""
 
-    __slots__ = ("_max", "keypairs", "sending")
+    __slots__ = ("_max", "keypairs", "oldest_created_at", "sending")
 
     def __init__(self, max_keypairs: int) -> None:
         self._max = max_keypairs
         self.keypairs: list[Keypair] = []
         self.sending: Keypair | None = None
+        #: The earliest `created_at` of `keypairs` (None when empty): the Node reads it for
+        #: every timer update, the list changes only on add, expire and clear.
+        self.oldest_created_at: float | None = None
+
+    def _keypairs_changed(self) -> None:
+        keypairs = self.keypairs
+        oldest = keypairs[0].created_at if keypairs else None
+        for kp in keypairs:
+            if oldest is None or kp.created_at < oldest:
+                oldest = kp.created_at
+        self.oldest_created_at = oldest
 
     def add(self, keypair: Keypair) -> list[Keypair]:
         """Add a new key pair; returns the ones evicted (oldest first) so their indexes free."""
@@ -105,6 +116,7 @@ class KeyRing:
             evicted.append(old)
             if self.sending is old:
                 self.sending = self._newest_confirmed()
+        self._keypairs_changed()
         return evicted
 
     def confirm(self, keypair: Keypair, now: float) -> None:
@@ -128,24 +140,16 @@ class KeyRing:
             self.keypairs = keep
             if self.sending in dropped:
                 self.sending = self._newest_confirmed()
+            self._keypairs_changed()
         return dropped
 
     def clear(self) -> list[Keypair]:
         dropped, self.keypairs, self.sending = self.keypairs, [], None
+        self.oldest_created_at = None
         return dropped
 
     def newest(self) -> Keypair | None:
         return self.keypairs[-1] if self.keypairs else None
-
-    def next_expiry(self, reject_after_time: float) -> float | None:
-        keypairs = self.keypairs
-        if not keypairs:
-            return None
-        oldest = keypairs[0].created_at  # a loop: min() over a generator costs more
-        for kp in keypairs:
-            if kp.created_at < oldest:
-                oldest = kp.created_at
-        return oldest + reject_after_time
 
     def _newest_confirmed(self) -> Keypair | None:
         confirmed = [kp for kp in self.keypairs if kp.confirmed_at is not None]

@@ -330,19 +330,22 @@ class Node(RendezvousSessions):
 
     def _peer_deadline(self, peer: Peer) -> float | None:
         paths = peer.paths
-        paths.session_up = peer.keys.sending is not None
+        keys = peer.keys
+        paths.session_up = keys.sending is not None
         deadline = peer.handshake_retry_at
-        expiry = peer.keys.next_expiry(self.config.session.reject_after_time)
-        if expiry is not None and (deadline is None or expiry < deadline):
-            deadline = expiry
+        if keys.oldest_created_at is not None:
+            expiry = keys.oldest_created_at + self.config.session.reject_after_time
+            if deadline is None or expiry < deadline:
+                deadline = expiry
         connection = peer.connection
         if connection is not None:
             t = connection.get_timer()
             if t is not None and (deadline is None or t < deadline):
                 deadline = t
-            t = paths.liveness_deadline(connection.silence_start)
-            if t is not None and (deadline is None or t < deadline):
-                deadline = t
+            if paths.relay is not None:  # no liveness deadline without a relay to move to
+                t = paths.liveness_deadline(connection.silence_start)
+                if t is not None and (deadline is None or t < deadline):
+                    deadline = t
         t = paths.deadline()
         if t is not None and (deadline is None or t < deadline):
             deadline = t
@@ -461,20 +464,24 @@ class Node(RendezvousSessions):
 
     def _flush_peer(self, peer: Peer, now: float) -> None:
         kp = peer.keys.sending
-        path = peer.paths.route()
-        relay = self._relay_endpoint(peer) if path is None and peer.paths.via_relay else None
+        paths = peer.paths
+        path = paths.route()
+        relay = None
+        if path is None and paths.via_relay:
+            relay = self._relay_endpoint(peer)
         if kp is None or (path is None and relay is None):
             if (
                 peer.connection is not None
                 and peer.trusted
                 and peer.handshake is None
                 and peer.close_reason is None
-                and (peer.endpoints or peer.path is not None or peer.paths.relay is not None)
+                and (peer.endpoints or peer.path is not None or paths.relay is not None)
             ):
                 # Data is waiting and no session exists (expired or never made): make one.
                 self._start_handshake(peer, now)
             return
-        self._maybe_rekey(peer, kp, now)
+        if peer.handshake is None:  # during a handshake _maybe_rekey has nothing to do
+            self._maybe_rekey(peer, kp, now)
         sent = False
         connection = peer.connection
         if relay is not None:
@@ -504,7 +511,7 @@ class Node(RendezvousSessions):
                 self._outbox.append(Transmit(kp.seal(b""), path))
                 sent = True
             if sent:
-                peer.paths.on_sent(now)
+                paths.on_sent(now)
         peer.keepalive_due = False
         if sent:
             peer.last_sent = now
