@@ -399,10 +399,13 @@ class PilotNetwork:
             self._on_nat(event)
             return True
         if isinstance(event, PathChanged):
-            # One line per change in daemon.log: what `peers` shows, with its moment.
-            log.info("path to %s: %s%s%s", event.address, event.path,
+            # One line per change in daemon.log: what `peers` shows, with its moment, and
+            # the RTO the liveness rule used (no ACK crosses a cut path, so after a cut it
+            # is the RTO the connection had when the path was cut).
+            log.info("path to %s: %s%s%s%s", event.address, event.path,
                      f" ({event.reason})" if event.reason else "",
-                     f" via {_show(event.endpoint)}" if event.endpoint else "")
+                     f" via {_show(event.endpoint)}" if event.endpoint else "",
+                     self._timing(event.address))
         if (
             self._server_message is not None
             and isinstance(event, MessageReceived)
@@ -415,6 +418,16 @@ class PilotNetwork:
         elif isinstance(event, HandshakeCompleted):
             self._reasons.pop(event.address, None)
         return consumed
+
+    def _timing(self, address: str) -> str:
+        """` [rto X ms]` of the session with `address`, or "" without one."""
+        try:
+            info = self._node.core.peer_info(address) if self._node is not None else None
+        except PilotError:
+            return ""
+        if info is None or info.rto is None:
+            return ""
+        return f" [rto {info.rto * 1000:.3f} ms]"
 
     def _on_nat(self, event: NatDiscovered) -> None:
         self._nat_type = event.nat_type

@@ -63,6 +63,11 @@ class PeerInfo:
     #: When not direct: one of `paths.REASONS` (symmetric-nat, peer-filtered,
     #: punch-timeout, no-candidates, probing, relay-only); None on a direct path.
     reason: str | None = None
+    #: The retransmission timeout (seconds) the path manager's liveness rule last used,
+    #: its unit for "no ACK within 2 RTOs" (DESIGN 7): the connection's, taken at each
+    #: timer, so right after a move to the relay it is the one that decided the move (the
+    #: connection's own restarts on the new path). None without a session.
+    rto: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -229,6 +229,7 @@ class Node(RendezvousSessions):
             handshake_in_progress=peer.handshake is not None,
             path=report.path,
             reason=report.reason,
+            rto=peer.paths.rto if has_session else None,
         )
 
     # ------------------------------------------------------------------ closing

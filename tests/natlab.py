@@ -23,8 +23,10 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from pilot_processes import PILOTCTL
 
@@ -33,6 +35,10 @@ PREFIX_ROOT = "pnl"
 RV1, RV2 = "203.0.113.10", "203.0.113.11"
 WAN = {"rA": "198.51.100.2", "rB": "198.51.100.66"}
 HOSTS = {"hA": ("rA", "198.18.1"), "hB": ("rB", "198.18.2"), "hC": ("rA", "198.18.3")}
+#: The NFQUEUE queue of the delay line, its iptables chain in the core, the RTT echo's port.
+DELAY_QUEUE = 7
+IMPAIR_CHAIN = "lab-impair"
+RTT_PORT = 9000
 
 
 def missing_reason() -> str | None:
@@ -52,6 +58,35 @@ def run(*cmd: str, check: bool = True) -> str:
     return done.stdout
 
 
+def stop_by_stdin(proc: subprocess.Popen[str]) -> str:
+    """Close a helper's stdin (its signal to finish), wait, return what it printed; a
+    helper that does not finish in 5 s is killed."""
+    try:
+        out, _ = proc.communicate(timeout=5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, _ = proc.communicate()
+    return out or ""
+
+
+@dataclass(frozen=True)
+class Impairment:
+    """What `Lab.impair` applied between the NAT routers, and the UDP round trips (ms)
+    measured across the core just before and just after."""
+
+    how: str
+    delay_ms: int
+    loss_percent: int
+    rtt_before_ms: list[float]
+    rtt_after_ms: list[float]
+
+
+class PathChange(NamedTuple):
+    at: float  # wall clock, from daemon.log (ms resolution)
+    path: str  # direct | relay | none
+    rto_ms: float | None  # the RTO the liveness rule used (logged by the daemon)
+
+
 def clean_stale() -> None:
     for line in run("ip", "netns", "list").splitlines():
         name = line.split()[0] if line.split() else ""
@@ -61,12 +96,15 @@ def clean_stale() -> None:
 
 
 class Lab:
-    def __init__(self) -> None:
+    def __init__(self, tag: str = "") -> None:
+        """`tag` tells apart two labs of one process (their namespaces' names)."""
         clean_stale()
-        self.prefix = f"{PREFIX_ROOT}{os.getpid()}-"
+        self.prefix = f"{PREFIX_ROOT}{os.getpid()}-{tag}"
         self.namespaces: list[str] = []
         self.procs: list[subprocess.Popen[str]] = []
         self.daemons: list[LabDaemon] = []
+        self.delayer: subprocess.Popen[str] | None = None
+        self.delay_line_error = ""
 
     def ns(self, short: str) -> str:
         return self.prefix + short
@@ -124,31 +162,135 @@ class Lab:
                 self.sh(router, "sysctl", "-qw", f"net.netfilter.{key}={seconds}")
 
     def block_between_nats(self, blocked: bool) -> None:
-        action = "-A" if blocked else "-D"
-        for src, dst in ((WAN["rA"], WAN["rB"]), (WAN["rB"], WAN["rA"])):
-            self.sh("core", "iptables", action, "FORWARD", "-p", "udp", "-s", src, "-d", dst,
-                    "-j", "DROP", check=blocked)
+        """Drop UDP between the NAT routers in the core, both directions in one iptables
+        call (one atomic ruleset change: `-s A,B -d A,B` expands to its rules at once)."""
+        both = f"{WAN['rA']},{WAN['rB']}"
+        self.sh("core", "iptables", "-A" if blocked else "-D", "FORWARD", "-p", "udp",
+                "-s", both, "-d", both, "-j", "DROP", check=blocked)
 
-    def netem(self, delay_ms: int, loss_percent: int) -> str:
-        """Delay and loss on both core links to the NATs; without sch_netem in the kernel,
-        the loss alone through iptables' statistic match. Returns what was applied."""
-        for dev in ("c1", "c2"):
-            self.sh("core", "tc", "qdisc", "del", "dev", dev, "root", check=False)
-        self.sh("core", "iptables", "-F", "INPUT")
-        self.sh("core", "iptables", "-t", "mangle", "-F")
-        if not delay_ms and not loss_percent:
-            return "none"
+    def armed_cut(self) -> Callable[[], float]:
+        """The cut of `block_between_nats(True)`, made ready to go: `iptables-restore
+        --noflush` already running in the core, waiting for its input, so the rules take
+        effect within a millisecond of the call (a fresh `ip netns exec iptables` takes
+        10-15 ms, and the cut's moment is somewhere inside it). The returned function
+        applies the cut and returns the wall-clock time just before; lift it with
+        `block_between_nats(False)`."""
+        proc = subprocess.Popen(["ip", "netns", "exec", self.ns("core"), "iptables-restore",
+                                 "--noflush"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        self.procs.append(proc)
+        both = f"{WAN['rA']},{WAN['rB']}"
+        rules = f"*filter\n-A FORWARD -p udp -s {both} -d {both} -j DROP\nCOMMIT\n"
+
+        def cut() -> float:
+            at = time.time()
+            _, err = proc.communicate(rules, timeout=10)
+            if proc.returncode != 0:
+                raise RuntimeError(f"iptables-restore in the core: {err.strip()}")
+            return at
+
+        return cut
+
+    def rtt_between_nats(self, count: int) -> list[float]:
+        """UDP round trips (ms) from router A to router B across the core (the lab has no
+        `ping`): an echo on B's WAN address, numbered probes from A; lost ones left out."""
+        script = str(ROOT / "tests" / "natlab_rtt.py")
+        where = f"{WAN['rB']}:{RTT_PORT}"
+        echo = subprocess.Popen(["ip", "netns", "exec", self.ns("rB"), sys.executable, script,
+                                 "echo", where], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, text=True)
+        self.procs.append(echo)
+        try:
+            assert echo.stdout is not None
+            if echo.stdout.readline().strip() != "ready":
+                raise RuntimeError("the UDP echo on router B did not start")
+            out = self.sh("rA", sys.executable, script, "probe", where, str(count))
+            rtts: list[float] = json.loads(out)["rtts_ms"]
+            return rtts
+        finally:
+            stop_by_stdin(echo)
+
+    def impair(self, delay_ms: int, loss_percent: int) -> Impairment:
+        """Hold every packet between the NAT routers `delay_ms` in the core (each way) and
+        drop `loss_percent` of them: the NFQUEUE delay line (tests/nfqueue_delay.py), as
+        this kernel has no sch_netem; else netem on the core's links; else the loss alone
+        (iptables' statistic match), said so in `how`. Measures the UDP round trip between
+        the routers before and after, so the caller can assert the delay is real."""
+        self.clear_impairment()
+        before = self.rtt_between_nats(10)
+        how = self._delay_line(delay_ms, loss_percent)
+        if how is None:
+            how = self._netem_or_loss(delay_ms, loss_percent)
+        return Impairment(how, delay_ms, loss_percent, before, self.rtt_between_nats(20))
+
+    def _delay_line(self, delay_ms: int, loss_percent: int) -> str | None:
+        delayer = subprocess.Popen(
+            ["ip", "netns", "exec", self.ns("core"), sys.executable,
+             str(ROOT / "tests" / "nfqueue_delay.py"), "--queue", str(DELAY_QUEUE),
+             "--delay-ms", str(delay_ms), "--loss-percent", str(loss_percent),
+             "--seed", str(os.getpid())],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.procs.append(delayer)
+        assert delayer.stdout is not None
+        if delayer.stdout.readline().strip() != "ready":
+            assert delayer.stderr is not None
+            self.delay_line_error = delayer.stderr.read().strip()
+            stop_by_stdin(delayer)
+            return None
+        # No --queue-bypass: should the delay line die, the path is cut (the case fails)
+        # rather than silently undelayed.
+        self.sh("core", "iptables", "-N", IMPAIR_CHAIN)
+        both = f"{WAN['rA']},{WAN['rB']}"
+        try:
+            self.sh("core", "iptables", "-A", IMPAIR_CHAIN, "-s", both, "-d", both, "-j",
+                    "NFQUEUE", "--queue-num", str(DELAY_QUEUE))
+        except RuntimeError as exc:
+            self.delay_line_error = str(exc)
+            self.sh("core", "iptables", "-X", IMPAIR_CHAIN)
+            stop_by_stdin(delayer)
+            return None
+        self.sh("core", "iptables", "-I", "FORWARD", "-j", IMPAIR_CHAIN)
+        self.delayer = delayer
+        return (f"NFQUEUE delay line in the core: {delay_ms} ms each way between the NATs, "
+                f"{loss_percent}% loss each way")
+
+    def _netem_or_loss(self, delay_ms: int, loss_percent: int) -> str:
         try:
             for dev in ("c1", "c2"):
                 self.sh("core", "tc", "qdisc", "add", "dev", dev, "root", "netem", "delay",
                         f"{delay_ms}ms", "loss", f"{loss_percent}%")
-            return f"netem {2 * delay_ms} ms between the NATs, {loss_percent}% loss per link"
+            return f"netem {delay_ms} ms on each core link, {loss_percent}% loss per link"
         except RuntimeError:
             for dev in ("c1", "c2"):
                 self.sh("core", "iptables", "-t", "mangle", "-A", "POSTROUTING", "-o", dev,
                         "-p", "udp", "-m", "statistic", "--mode", "random", "--probability",
                         str(loss_percent / 100), "-j", "DROP")
-            return f"{loss_percent}% loss per link (no sch_netem in this kernel: no delay)"
+            return (f"FALLBACK, NO DELAY: {loss_percent}% loss per link only (no NFQUEUE: "
+                    f"{self.delay_line_error}; no sch_netem)")
+
+    def clear_impairment(self) -> dict[str, Any] | None:
+        """Remove every impairment; returns the delay line's counts if one ran."""
+        self.sh("core", "iptables", "-D", "FORWARD", "-j", IMPAIR_CHAIN, check=False)
+        self.sh("core", "iptables", "-F", IMPAIR_CHAIN, check=False)
+        self.sh("core", "iptables", "-X", IMPAIR_CHAIN, check=False)
+        for dev in ("c1", "c2"):
+            self.sh("core", "tc", "qdisc", "del", "dev", dev, "root", check=False)
+        self.sh("core", "iptables", "-t", "mangle", "-F")
+        delayer, self.delayer = self.delayer, None
+        if delayer is None:
+            return None
+        alive = delayer.poll() is None
+        out = stop_by_stdin(delayer)
+        counts: dict[str, Any] = json.loads(out.splitlines()[-1]) if out.strip() else {}
+        counts["alive_until_cleared"] = alive
+        return counts
+
+    def leftovers(self) -> list[str]:
+        """What of this lab still exists: namespaces, helper processes still running."""
+        names = [line.split()[0] for line in run("ip", "netns", "list").splitlines()
+                 if line.startswith(self.prefix)]
+        running = [f"process {p.args!r}" for p in self.procs if p.poll() is None]
+        return names + running
 
     def teardown(self) -> None:
         for daemon in self.daemons:
@@ -241,17 +383,24 @@ class LabDaemon:
     def path_log(self, address: str | None = None) -> list[tuple[float, str]]:
         """(wall-clock time, "direct"/"relay"/"none") of every path change in daemon.log
         (toward `address` only, when given)."""
-        out = []
+        return [(c.at, c.path) for c in self.path_changes(address)]
+
+    def path_changes(self, address: str | None = None) -> list[PathChange]:
+        """Every path change in daemon.log (toward `address` only, when given), with the
+        RTO the daemon logged with it."""
+        out: list[PathChange] = []
         try:
             text = (self.home / "daemon.log").read_text()
         except OSError:
             return out
-        for m in re.finditer(r"^(\S+ \S+),(\d{3}) \S+ \S+: path to (\S+): (\w+)", text,
+        for m in re.finditer(r"^(\S+ \S+),(\d{3}) \S+ \S+: path to (\S+): (\w+)(.*)$", text,
                              re.MULTILINE):
             if address is not None and m.group(3) != address:
                 continue
             stamp = time.mktime(time.strptime(m.group(1), "%Y-%m-%d %H:%M:%S"))
-            out.append((stamp + int(m.group(2)) / 1000, m.group(4)))
+            rto = re.search(r"\[rto ([\d.]+) ms\]", m.group(5))
+            out.append(PathChange(stamp + int(m.group(2)) / 1000, m.group(4),
+                                  float(rto.group(1)) if rto else None))
         return out
 
     def stop(self) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import subprocess
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -21,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from natlab import ROOT, WAN, Lab, LabDaemon, missing_reason
+from natlab import IMPAIR_CHAIN, ROOT, WAN, Lab, LabDaemon, missing_reason
 from pilot_processes import PILOTCTL
 
 REASON = missing_reason()
@@ -30,6 +31,36 @@ pytestmark = pytest.mark.skipif(REASON is not None, reason=REASON or "")
 FAST = {"keepalive_interval": 5.0, "reason_deadline": 4.0, "direct_retry_min": 0.5,
         "direct_retry_max": 2.0}
 RESULTS: list[tuple[str, str, str]] = []
+#: "Relay within 2 RTOs" of a cut, plus this much for what is not the protocol's: the
+#: rules' commit after the call (under 4 ms measured), the last ACK still in flight at
+#: the cut (one way, ~1 ms), daemon.log's ms stamps; to which each run adds the host's
+#: scheduling lateness measured during the cut (`Lateness`): a daemon timer fires late
+#: by about as much when the shared 2-core host is busy.
+ALLOWANCE_MS = 10
+
+
+class Lateness:
+    """How late a 2 ms sleep wakes up on this host, at worst, while running: a measure of
+    the scheduling delay every process here (the daemons too) sees at the moment."""
+
+    def __init__(self) -> None:
+        self.worst = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            before = time.monotonic()
+            time.sleep(0.002)
+            self.worst = max(self.worst, time.monotonic() - before - 0.002)
+
+    def __enter__(self) -> Lateness:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 class Env:
@@ -48,6 +79,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     finally:
         lab.teardown()
         write_matrix()
+    assert lab.leftovers() == [], "the lab left these behind"
 
 
 def write_matrix() -> None:
@@ -64,10 +96,38 @@ def write_matrix() -> None:
         f" ({time.strftime('%Y-%m-%d', time.gmtime())}); `observed` is `pilotctl peers` on"
         " each side (path/reason).",
         "",
-        "Notes: the move to the relay after a cut waits 2 RTOs but never less than "
-        "`liveness_floor` (0.2 s, `PathConfig`), so on the lab's ~2 ms RTT it comes after",
-        "about 0.2 s. Under 5% loss a lost keepalive PING or PONG moves the path to the relay "
-        "until the next direct retry, so that row may end on either path.",
+        "Notes:",
+        "",
+        "- Cut: the sender leaves the direct path when its data has waited 2 RTOs for an ACK "
+        "(`liveness_rtos`), RTO being the connection's (RFC 9002 PTO: srtt + 4 rttvar + "
+        "25 ms max_ack_delay, so about 40-60 ms",
+        "  under this transfer on a ~2 ms path), but by default never sooner than "
+        "`liveness_floor` (0.2 s, `PathConfig`): a 2-RTO deadline of a few tens of ms is "
+        "shorter than a busy",
+        "  host's scheduling stalls, and a spurious move costs a round of probes and a "
+        "restart of the congestion window. With the default floor this case moves after "
+        "about 0.2 s;",
+        "  the lab sets `liveness_floor` to 0 through PILOT_PATH_TIMERS for this case so "
+        "the 2-RTO rule itself is measured. The RTO is the one the daemon logs with the "
+        "move (`[rto X ms]`,",
+        "  the value the rule used; no ACK crosses the cut, so it is the RTO at the cut). "
+        "The cut is made by an `iptables-restore` already waiting in the core, timed just "
+        "before its input;",
+        "  the stated allowance is 10 ms (the rules' commit, the last ACK in flight, ms log "
+        "stamps) plus the worst scheduling lateness of a 2 ms sleep measured during the "
+        "cut. \"spurious moves\"",
+        "  counts relay moves during the transfer before the cut, with the floor at 0.",
+        "- Delay: this kernel has no sch_netem, so an NFQUEUE delay line "
+        "(tests/nfqueue_delay.py, stdlib netlink) in the core holds every packet between "
+        "the NAT routers 100 ms",
+        "  each way, in order, and drops 5% each way; the lab asserts the UDP round trip "
+        "between the routers goes from well under 100 ms to at least 200 ms before the "
+        "case. Traffic to the",
+        "  rendezvous (and so the relay) is not delayed. Under loss a lost keepalive PING "
+        "or PONG moves the path to the relay until the next direct retry, so that row may "
+        "end on either path.",
+        "  Without NFQUEUE the lab uses netem if the kernel has it, else the 5% loss alone, "
+        "marked FALLBACK, NO DELAY in the row.",
         "",
         "| case | expected | observed |",
         "| --- | --- | --- |",
@@ -229,16 +289,21 @@ def test_same_nat_goes_direct_over_local_addresses(lab: Env) -> None:
 
 
 def test_cut_during_a_50_mib_transfer_moves_to_relay_and_back(lab: Env) -> None:
-    pair = Pair(lab)
+    """The issue's "relay within 2 RTOs" with the lab's real RTO: `liveness_floor` (a
+    guard for busy hosts, 0.2 s by default) is set to 0 here so the rule itself shows."""
+    pair = Pair(lab, timers=dict(FAST, liveness_floor=0.0))
     size = 50 * 1024 * 1024
+    id_b = pair.ids[1]
     try:
         messages_arrive(pair, 1)
         sa, _ = pair.settle("direct")
         assert sa["path"] == "direct", sa
-        rtt_ms = sa.get("rtt_ms") or 0.0
+        idle_rtt = sa.get("rtt_ms")
         blob = pair.a.home / "blob.bin"
         blob.write_bytes(hashlib.sha256(b"natlab").digest() * (size // 32))
         digest = hashlib.sha256(blob.read_bytes()).hexdigest()
+        cut = lab.lab.armed_cut()
+        started = time.time()
         sender = subprocess.Popen(
             ["ip", "netns", "exec", lab.lab.ns("hA"), *PILOTCTL,
              "--json", "send-file", pair.names[1], str(blob)],
@@ -252,12 +317,12 @@ def test_cut_during_a_50_mib_transfer_moves_to_relay_and_back(lab: Env) -> None:
                 return False
 
         wait_for("the transfer to start", partial, timeout=30.0, every=0.002)
-        cut_at = time.time()
-        lab.lab.block_between_nats(True)
         try:
-            moved = wait_for("the move to the relay", lambda: next(
-                (t for t, p in pair.a.path_log() if t >= cut_at and p == "relay"), None),
-                timeout=10.0, every=0.05)
+            with Lateness() as lateness:
+                cut_at = cut()
+                moved = wait_for("the move to the relay", lambda: next(
+                    (c for c in pair.a.path_changes(id_b)
+                     if c.at >= cut_at and c.path == "relay"), None), timeout=10.0, every=0.05)
             in_flight = not any(p.name == blob.name for p in received_dir.iterdir())
             # The relay carries the transfer for a while before the cut is lifted.
             held_from = sum(p.stat().st_size for p in received_dir.iterdir())
@@ -270,13 +335,29 @@ def test_cut_during_a_50_mib_transfer_moves_to_relay_and_back(lab: Env) -> None:
         received = [p for p in (pair.b.home / "received").iterdir() if p.is_file()]
         assert [hashlib.sha256(p.read_bytes()).hexdigest() for p in received] == [digest]
         sa, sb = pair.settle("direct", 20.0)
-        RESULTS.append(("direct path cut during a 50 MiB send-file",
-                        "relay within 2 RTOs, hash ok, back to direct",
-                        f"relay after {(moved - cut_at) * 1000:.0f} ms (rtt {rtt_ms} ms), "
-                        f"{over_relay / 2**20:.1f} MiB over the relay in the 2 s held, "
-                        f"file {'in flight' if in_flight else 'ALREADY COMPLETE'} "
-                        f"at the move, hash ok, then {observed(sa, sb)}"))
-        assert moved - cut_at < 1.0, "not on the relay within a second of the cut"
+        before_cut = [c for c in pair.a.path_changes(id_b) if c.at < cut_at]
+        early = sum(1 for c in before_cut if c.at >= started and c.path == "relay")
+        assert moved.rto_ms is not None, "the daemon logged no RTO with the move"
+        took_ms, two_rtos_ms = (moved.at - cut_at) * 1000, 2 * moved.rto_ms
+        late_ms = lateness.worst * 1000
+        allowance_ms = ALLOWANCE_MS + late_ms
+        RESULTS.append((
+            "direct path cut during a 50 MiB send-file",
+            f"relay within 2 RTOs (+ allowance: {ALLOWANCE_MS} ms + the host's scheduling "
+            "lateness), hash ok, back to direct",
+            f"relay {took_ms:.0f} ms after the cut; the connection's RTO then {moved.rto_ms:.1f}"
+            f" ms (idle RTT {idle_rtt} ms), 2 RTOs = {two_rtos_ms:.0f} ms, so "
+            f"{took_ms - two_rtos_ms:+.0f} ms against 2 RTOs (allowance {allowance_ms:.0f} ms: "
+            f"lateness {late_ms:.1f} ms); "
+            f"{early} spurious moves to the relay during the transfer before the cut; "
+            f"{over_relay / 2**20:.1f} MiB over the relay in the 2 s held, "
+            f"file {'in flight' if in_flight else 'ALREADY COMPLETE'} at the move, hash ok, "
+            f"then {observed(sa, sb)}"))
+        assert before_cut and before_cut[-1].path == "direct", \
+            f"not on the direct path when cut: {before_cut}"
+        assert took_ms <= two_rtos_ms + allowance_ms, \
+            f"relay {took_ms:.0f} ms after the cut, 2 RTOs = {two_rtos_ms:.0f} ms, " \
+            f"allowance {allowance_ms:.0f} ms"
         assert in_flight, "the file was whole before the move: the case proved nothing"
         assert sa["path"] == sb["path"] == "direct", (sa, sb)
     finally:
@@ -310,22 +391,57 @@ def test_keepalive_below_a_short_conntrack_timeout_keeps_the_path(lab: Env) -> N
 
 
 def test_delay_and_loss_deliver_messages_exactly_once(lab: Env) -> None:
-    applied = lab.lab.netem(50, 5)  # on both core links: 100 ms between the NATs
+    """100 ms each way between the NAT routers and 5% loss each way (the NFQUEUE delay
+    line: no sch_netem in this kernel), proven by a UDP round trip across the core before
+    the case; then 50 messages, 8 at a time, each in b's inbox exactly once."""
+    applied = lab.lab.impair(100, 5)
+    before, after = applied.rtt_before_ms, applied.rtt_after_ms
+    measured = (f"UDP RTT between the NATs {min(before):.2f} ms without, "
+                f"{min(after):.1f}-{max(after):.1f} ms with ({len(after)} of 20 probes "
+                f"answered)" if before and after else "RTT not measured")
     pair = None
+    counts: dict[str, Any] | None = None
     try:
+        assert before and after, f"no UDP round trip across the core: {applied}"
+        if not applied.how.startswith("FALLBACK"):
+            # Every packet is held at least the delay, each way.
+            assert min(after) >= 2 * applied.delay_ms > max(before), applied
         pair = Pair(lab)
         got = messages_arrive(pair, 50, parallel=8)
         sa = pair.row(pair.a)
-        RESULTS.append(("100 ms delay, 5% loss", "50 messages exactly once",
-                        f"{applied}: {len(got)} messages, each once; path {sa['path']}"))
     finally:
         if pair is not None:
             pair.stop()
-        lab.lab.netem(0, 0)
+        counts = lab.lab.clear_impairment()
+    line = ""
+    if counts is not None:
+        line = (f"; delay line: {counts.get('held')} packets held, {counts.get('dropped')} "
+                f"dropped, verdicts at most {counts.get('late_max_ms')} ms late, "
+                f"kernel queue drops {counts.get('queue_dropped')}")
+    RESULTS.append(("100 ms delay, 5% loss", "50 messages exactly once",
+                    f"{applied.how}; {measured}: {len(got)} messages, each once; "
+                    f"path {sa['path']} at the end{line}"))
+    if counts is not None:
+        assert counts["alive_until_cleared"] and counts["held"], counts
 
 
-def test_lab_leaves_nothing_behind() -> None:
-    """Runs last in this module's order: after the module fixture's teardown."""
-    if REASON is not None:
-        pytest.skip(REASON)
-    assert Path("/proc/self").exists()
+def test_teardown_leaves_nothing_behind() -> None:
+    """A lab of its own with the delay line running: `clear_impairment` removes the
+    NFQUEUE rules and ends the delay line; `teardown` leaves no namespace, no process."""
+    lab = Lab(tag="t")
+    try:
+        lab.build()
+        applied = lab.impair(20, 0)
+        assert min(applied.rtt_after_ms) >= 40, applied
+        assert lab.delayer is not None
+        delayer = lab.delayer
+        counts = lab.clear_impairment()
+        assert counts is not None and counts["held"] > 0, counts
+        assert delayer.poll() is not None
+        rules = lab.sh("core", "iptables", "-S")
+        assert "NFQUEUE" not in rules and IMPAIR_CHAIN not in rules, rules
+        assert min(lab.rtt_between_nats(5)) < 20  # the delay is gone with the rules
+        lab.impair(20, 0)  # left running for the teardown
+    finally:
+        lab.teardown()
+    assert lab.leftovers() == []
