@@ -12,6 +12,7 @@ from .delivery import (
     DatagramReceived,
     DeliveryConfig,
     MessageDelivered,
+    MessageFailed,
     MessageReceived,
     PeerUnresponsive,
     PongReceived,
@@ -26,13 +27,23 @@ from .errors import (
     InvalidRecord,
     KeyFilePermissionError,
     LocalProtocolError,
+    MessageRefused,
     MessageTooLarge,
     NoiseError,
+    NotTrustedByPeer,
     PeerNotTrusted,
     PilotError,
     UnknownPeer,
 )
-from .events import Event, HandshakeCompleted, HandshakeFailed, SessionClosed
+from .events import (
+    Event,
+    HandshakeCompleted,
+    HandshakeFailed,
+    SessionClosed,
+    TrustAccepted,
+    TrustRejected,
+    TrustRequested,
+)
 from .identity import Identity, address_from_public_key, is_address
 from .node import Node
 from .records import IdentityRecord, Locator
@@ -54,11 +65,14 @@ __all__ = [
     "LocalProtocolError",
     "Locator",
     "MessageDelivered",
+    "MessageFailed",
     "MessageReceived",
+    "MessageRefused",
     "MessageTooLarge",
     "Node",
     "NodeConfig",
     "NoiseError",
+    "NotTrustedByPeer",
     "PeerNotTrusted",
     "PeerUnresponsive",
     "PilotError",
@@ -71,6 +85,9 @@ __all__ = [
     "StreamReset",
     "StreamWritable",
     "Transmit",
+    "TrustAccepted",
+    "TrustRejected",
+    "TrustRequested",
     "UnknownPeer",
     "address_from_public_key",
     "is_address",

@@ -140,6 +140,40 @@ class StreamResetError(PilotError):
         self.reason = reason
 
 
+class NotTrustedByPeer(PilotError):
+    """The peer does not trust this node: it refused what we sent (DESIGN 8). Nothing of it
+    reached the peer's application and nothing is resent; ask the peer for trust first."""
+
+    def __init__(self, address: str, what: str) -> None:
+        super().__init__(
+            f"{address} does not trust this node and refused {what}; ask it for trust first"
+        )
+        self.address = address
+
+
+class MessageRefused(NotTrustedByPeer):
+    """The peer refused a message because it does not trust us."""
+
+    def __init__(self, address: str, message_id: bytes) -> None:
+        super().__init__(address, f"message {message_id.hex()}")
+        self.message_id = message_id
+
+
+class StreamRefused(StreamResetError, NotTrustedByPeer):
+    """The peer reset a stream because it does not trust us (code NOT_TRUSTED); caught
+    by handlers of either base."""
+
+    def __init__(self, address: str, stream_id: int) -> None:
+        PilotError.__init__(
+            self,
+            f"{address} does not trust this node and refused stream {stream_id}; "
+            "ask it for trust first",
+        )
+        self.address = address
+        self.stream_id = stream_id
+        self.reason = "not trusted"
+
+
 class NodeClosed(PilotError):
     """The node was closed (or never started); nothing more can be done with it."""
 

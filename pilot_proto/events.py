@@ -47,6 +47,31 @@ class SessionClosed(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class TrustRequested(Event):
+    """The peer asked, inside a session, to be trusted (a TRUST_REQUEST frame, DESIGN 8).
+    Answer with `Node.answer_trust(address, request_id, ...)`; until then the peer's
+    messages, streams and datagrams stay refused. Resent frames may repeat the event."""
+
+    request_id: bytes
+    justification: str
+
+
+@dataclass(frozen=True, slots=True)
+class TrustAccepted(Event):
+    """The peer accepted our trust request `request_id` (TRUST_ACCEPT). The application
+    decides whether to trust it back (`Node.set_trust`)."""
+
+    request_id: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class TrustRejected(Event):
+    """The peer rejected our trust request `request_id` (TRUST_REJECT)."""
+
+    request_id: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class PeerInfo:
     """A snapshot of one peer for status displays (`Node.peer_info`); not an event."""
 

@@ -7,7 +7,8 @@ nothing raises on remote input, every drop is counted in `stats` by reason.
 
 This module holds the public API, dispatch, sending and timers; the Node is composed of
 `node_state` (shared state), `node_paths` (NAT, probes, relay), `peer_handshakes` (IK
-with peers) and `rendezvous_sessions` (XX or pinned IK toward a rendezvous).
+with peers), `rendezvous_sessions` (XX or pinned IK toward a rendezvous) and `node_trust`
+(trust frames, and refusing what untrusted peers send).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from .cookie import CookieJar
 from .delivery import Connection
 from .errors import LocalProtocolError
 from .events import Event, PeerInfo
+from .node_trust import NodeTrust
 from .packets import (
     COOKIE_REPLY,
     HANDSHAKE_INITIATION,
@@ -33,7 +35,6 @@ from .peer import Peer
 from .probe import PATH_PROBE
 from .records import IdentityRecord
 from .relay import RELAY, RELAY_OVERHEAD, decode_relay, encode_relay
-from .rendezvous_sessions import RendezvousSessions
 from .transmit import Addr, Transmit
 
 _STUN_FIRST_BYTES = frozenset(range(4))
@@ -56,7 +57,7 @@ ACCEPTED_OUTCOMES = (
 )
 
 
-class Node(RendezvousSessions):
+class Node(NodeTrust):
     """A peer-to-peer node: handshakes, sessions and delivery toward any number of peers."""
 
     # ------------------------------------------------------------------ identity and peers
@@ -144,8 +145,9 @@ class Node(RendezvousSessions):
     # ------------------------------------------------------------------ application API
 
     def connect(self, address: str, now: float) -> None:
-        """Start a handshake with the peer unless a usable session exists or one is under way."""
-        peer = self._trusted_peer(address)
+        """Start a handshake with the peer unless a usable session exists or one is under way.
+        An untrusted peer may be connected to (for trust frames); nothing else is sent to it."""
+        peer = self._peer(address)
         if peer.keys.sending is None:
             self._start_handshake(peer, now)
 
@@ -449,7 +451,7 @@ class Node(RendezvousSessions):
             self.stats["keepalives_received"] += 1
             return
         if not peer.trusted:
-            self.stats["drop_untrusted_payload"] += 1
+            self._on_untrusted_payload(peer, payload, now)  # node_trust: the slow path
             return
         self.stats["accepted_transport"] += 1
         connection = peer.connection
@@ -473,7 +475,7 @@ class Node(RendezvousSessions):
         if kp is None or (path is None and relay is None):
             if (
                 peer.connection is not None
-                and peer.trusted
+                and (peer.trusted or peer.explicit)
                 and peer.handshake is None
                 and peer.close_reason is None
                 and (peer.endpoints or peer.path is not None or paths.relay is not None)
@@ -488,7 +490,7 @@ class Node(RendezvousSessions):
         if relay is not None:
             # Relayed packets carry our header too: the outer datagram must fit the MTU.
             wrap = encode_relay(peer.address, b"")
-            if connection is not None and peer.trusted:
+            if connection is not None:
                 connection.packet_overhead = TRANSPORT_OVERHEAD + RELAY_OVERHEAD
                 for payload in connection.payloads_to_send(now):
                     self._outbox.append(Transmit(wrap + kp.seal(payload), relay))
@@ -498,7 +500,7 @@ class Node(RendezvousSessions):
                 self._outbox.append(Transmit(wrap + kp.seal(b""), relay))
                 sent = True
         elif path is not None:
-            if connection is not None and peer.trusted:
+            if connection is not None:
                 connection.packet_overhead = TRANSPORT_OVERHEAD
                 payloads = connection.payloads_to_send(now)
                 if payloads:

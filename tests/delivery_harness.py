@@ -43,7 +43,11 @@ from pilot_proto.delivery.frames import (
     Ping,
     Pong,
     Receipt,
+    Refused,
     Stream,
+    TrustAccept,
+    TrustReject,
+    TrustRequest,
 )
 from pilot_proto.delivery.frames import (
     StreamReset as StreamResetFrame,
@@ -433,4 +437,8 @@ frames_strategy: st.SearchStrategy[Frame] = st.one_of(
         st.booleans(),
         st.none() | st.integers(min_value=0, max_value=65535),
     ),
+    st.builds(TrustRequest, ids, reasons),
+    st.builds(TrustAccept, ids),
+    st.builds(TrustReject, ids),
+    st.builds(Refused, st.lists(ids, min_size=1, max_size=64).map(tuple)),
 )

@@ -285,7 +285,7 @@ def test_public_node_completes_handshake_but_gives_untrusted_peer_no_events() ->
     a.node.send_datagram(b.address, b"let me in", lab.net.now)
     assert lab.run_until(lambda: a.node.has_session(b.address))
     lab.settle(2)
-    assert b.node.stats["drop_untrusted_payload"] >= 1
+    assert b.node.stats["untrusted_datagram_frames"] >= 1
     assert datagrams(b) == []
     with pytest.raises(PeerNotTrusted):
         b.node.send_datagram(a.address, b"no", lab.net.now)

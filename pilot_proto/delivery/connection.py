@@ -29,7 +29,7 @@ from ..errors import (
     MessageTooLarge,
     UnknownMessage,
 )
-from ..events import Event
+from ..events import Event, TrustAccepted, TrustRejected, TrustRequested
 from .acks import AckTracker
 from .config import INITIAL_MESSAGE_CREDIT, DeliveryConfig
 from .congestion import create_congestion_controller
@@ -38,6 +38,7 @@ from .events import (
     ConnectionClosed,
     DatagramReceived,
     MessageDelivered,
+    MessageFailed,
     MessageReceived,
     PeerUnresponsive,
     PongReceived,
@@ -62,7 +63,11 @@ from .frames import (
     Ping,
     Pong,
     Receipt,
+    Refused,
     Stream,
+    TrustAccept,
+    TrustReject,
+    TrustRequest,
     decode_ack,
     decode_frames,
     decode_payload,
@@ -73,6 +78,7 @@ from .messages import KIND_MESSAGE, IncomingMessages, OutgoingMessage, OutgoingM
 from .pacing import Pacer
 from .pmtu import PathMtu, PmtuState
 from .recovery import LossRecovery, SentPacket
+from .refusals import RefusalLimiter
 from .send_stream import KIND_STREAM, SendStream
 from .streams import KIND_MAX_DATA, KIND_MAX_STREAM_DATA, ResetCode, StreamTable
 from .varint import MAX_VARINT, encode_varint, varint_size
@@ -100,6 +106,11 @@ _unpack_offset_length = struct.Struct(">IH").unpack_from
 _RECENT_MESSAGE_IDS = 4096
 _ACK_FRAME_RESERVE = 64  # room kept for control frames when sizing data
 _ID_BATCH = 32  # message ids drawn from rng at once
+# Refused messages of an untrusted peer that may wait out of order (their place only).
+_REFUSED_WAITING = 32
+# Stands in for refused frames so the packet is still acknowledged like any other:
+# a PING with the all-zero challenge is ack-eliciting and never answered.
+_ACK_ELICITING_PLACEHOLDER = Ping(PROBE_CHALLENGE)
 
 
 class ConnectionState(enum.Enum):
@@ -219,6 +230,8 @@ class Connection:
 
         # Grant our configured window at once (the protocol's initial credit is small).
         self._max_message_data_due = self._incoming.window.update_due()
+        #: Made on the first payload from the peer while it is not trusted.
+        self._refusals: RefusalLimiter | None = None
 
     # ================================================================== construction
 
@@ -423,6 +436,11 @@ class Connection:
             ) from None
         if self._state is _CONN_OPEN:
             self._control.reliable.append(b"\x04" + message_id)  # RECEIPT
+
+    def send_trust_frame(self, frame: TrustRequest | TrustAccept | TrustReject) -> None:
+        """Queue a trust frame, resent until acknowledged (DESIGN 5)."""
+        self._check_open()
+        self._control.reliable.append(encode_frame(frame))
 
     def open_stream(self, port: int, now: float) -> int:
         """Open a stream to the peer's `port`; return its id (even numbers)."""
@@ -635,6 +653,69 @@ class Connection:
             return
         self._take_frames(payload, number, frames, now)
 
+    def receive_untrusted(
+        self, payload: bytes, packet_number: int, frames: list[Frame], now: float
+    ) -> None:
+        """Take the decoded frames of a payload from a peer we do not trust (DESIGN 8):
+        trust frames, ACKs and the rest of the session's housekeeping as usual; messages,
+        streams and datagrams refused (REFUSED, STREAM_RESET NOT_TRUSTED, dropped), each
+        counted, none delivered, no data kept. Never raises on remote input."""
+        if self._state is not _CONN_OPEN or self._acks.is_duplicate(packet_number):
+            self._take_frames(payload, packet_number, frames, now)  # counts and drops it
+            return
+        stats = self._stats
+        kept: list[Frame] = []
+        refused: list[bytes] = []
+        eliciting = deferred = False
+        for frame in frames:
+            kind = type(frame)
+            if kind is Message:
+                eliciting = True
+                outcome = self._incoming.refuse(
+                    frame.base,  # type: ignore[union-attr]
+                    frame.message_id,  # type: ignore[union-attr]
+                    frame.content_type,  # type: ignore[union-attr]
+                    frame.total_length,  # type: ignore[union-attr]
+                    frame.reply_to,  # type: ignore[union-attr]
+                    _REFUSED_WAITING,
+                )
+                if outcome == "refused":
+                    refused.append(frame.message_id)  # type: ignore[union-attr]
+                else:
+                    stats[f"untrusted_{outcome}"] += 1
+            elif kind is Stream:
+                eliciting = True
+                count = self._streams.refuse(
+                    frame.stream_id,  # type: ignore[union-attr]
+                    frame.offset,  # type: ignore[union-attr]
+                    frame.data,  # type: ignore[union-attr]
+                    frame.fin,  # type: ignore[union-attr]
+                )
+                if count is None:
+                    deferred = True
+                else:
+                    stats["streams_refused"] += count
+            elif kind is Datagram:
+                eliciting = True
+                stats["untrusted_datagram_dropped"] += 1
+            else:
+                kept.append(frame)
+        if refused:
+            if self._refusals is None:
+                self._refusals = RefusalLimiter(stats)
+            self._control.reliable.extend(self._refusals.take(refused, now))
+        if self._incoming.window.update_due():
+            self._max_message_data_due = True
+        if deferred:
+            # Too many refused streams wait for their final sizes: leave the packet
+            # unacknowledged, so its frames come again once those are gone. What it
+            # carried besides is idempotent (refusals, trust frames, ACKs).
+            stats["untrusted_packet_deferred"] += 1
+            return
+        if eliciting:
+            kept.append(_ACK_ELICITING_PLACEHOLDER)
+        self._take_frames(payload, packet_number, kept, now)
+
     def _take_frames(
         self, payload: bytes, packet_number: int, frames: list[Frame], now: float
     ) -> None:
@@ -750,6 +831,19 @@ class Connection:
             self._close_deadline = now + self.config.closing_ptos * self._recovery.pto_duration()
             self._close_pending = False
             self._events.append(ConnectionClosed(self.address, frame.reason, True))
+        elif kind is Refused:
+            for message_id in frame.message_ids:
+                if self._outgoing.refuse(message_id) is None:
+                    stats["unknown_refusal"] += 1
+                else:
+                    stats["messages_refused_by_peer"] += 1
+                    self._events.append(MessageFailed(self.address, message_id, "not_trusted"))
+        elif kind is TrustRequest:
+            self._events.append(TrustRequested(self.address, frame.request_id, frame.justification))
+        elif kind is TrustAccept:
+            self._events.append(TrustAccepted(self.address, frame.request_id))
+        elif kind is TrustReject:
+            self._events.append(TrustRejected(self.address, frame.request_id))
 
     # ================================================================== ACKs and loss
 

@@ -13,6 +13,7 @@ __all__ = [
     "ConnectionClosed",
     "DatagramReceived",
     "MessageDelivered",
+    "MessageFailed",
     "MessageReceived",
     "PeerUnresponsive",
     "PongReceived",
@@ -42,6 +43,15 @@ class MessageDelivered(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class MessageFailed(Event):
+    """The message will never be delivered and is no longer resent. `reason` is
+    "not_trusted" when the peer refused it because it does not trust us (REFUSED)."""
+
+    message_id: bytes
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class StreamOpened(Event):
     """The peer opened a stream to a port we listen on."""
 
@@ -65,10 +75,12 @@ class StreamEnded(Event):
 
 @dataclass(frozen=True, slots=True)
 class StreamReset(Event):
-    """The stream was aborted in both directions: by the peer, by a refusal, or by a restart."""
+    """The stream was aborted in both directions: by the peer, by a refusal, or by a restart.
+    `code` is the peer's STREAM_RESET code (`ResetCode`; NOT_TRUSTED: it does not trust us)."""
 
     stream_id: int
     reason: str
+    code: int = 0
 
 
 @dataclass(frozen=True, slots=True)

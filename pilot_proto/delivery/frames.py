@@ -19,9 +19,12 @@ from .varint import MAX_VARINT, VarintError, encode_varint, read_varint_unchecke
 __all__ = [
     "CHALLENGE_SIZE",
     "MAX_ACK_RANGES",
+    "MAX_JUSTIFICATION_BYTES",
     "MAX_REASON_BYTES",
+    "MAX_REFUSED_IDS",
     "MESSAGE_ID_SIZE",
     "MESSAGE_TYPES",
+    "TRUST_FRAMES",
     "Ack",
     "Close",
     "Datagram",
@@ -37,8 +40,12 @@ __all__ = [
     "Ping",
     "Pong",
     "Receipt",
+    "Refused",
     "Stream",
     "StreamReset",
+    "TrustAccept",
+    "TrustReject",
+    "TrustRequest",
     "decode_ack",
     "decode_frames",
     "decode_payload",
@@ -55,13 +62,18 @@ MESSAGE_ID_SIZE = 16
 MAX_REASON_BYTES = 1024
 #: An ACK with more ranges than this is garbage (we send at most `DeliveryConfig.max_ack_ranges`).
 MAX_ACK_RANGES = 256
+#: A TRUST_REQUEST's justification is a short UTF-8 text; longer is garbage (DESIGN 8).
+MAX_JUSTIFICATION_BYTES = 1024
+#: A REFUSED frame names at most this many messages (a sender refuses them in batches).
+MAX_REFUSED_IDS = 64
 #: Message content types, by their one-byte code on the wire.
 MESSAGE_TYPES: tuple[str, ...] = ("text", "json", "binary")
 _MESSAGE_TYPE_CODES = {name: code for code, name in enumerate(MESSAGE_TYPES)}
 
 
 class FrameType:
-    """Frame type numbers. 0x20-0x2f are reserved for TRUST_REQUEST/ACCEPT/REJECT (daemon)."""
+    """Frame type numbers. 0x20-0x2f are trust frames (DESIGN 5 and 8): the only frames
+    an untrusted peer's session carries to the application."""
 
     PADDING = 0x00
     PING = 0x01
@@ -81,6 +93,10 @@ class FrameType:
     STREAM_FIN = 0x01
     STREAM_LEN = 0x02
     STREAM_PORT = 0x04
+    TRUST_REQUEST = 0x20
+    TRUST_ACCEPT = 0x21
+    TRUST_REJECT = 0x22
+    REFUSED = 0x23
     TRUST_RESERVED_FIRST = 0x20
     TRUST_RESERVED_LAST = 0x2F
 
@@ -171,6 +187,32 @@ class Stream(NamedTuple):
     port: int | None
 
 
+class TrustRequest(NamedTuple):
+    """Asks the peer to trust us; answered by TRUST_ACCEPT or TRUST_REJECT naming the same
+    16-byte request id."""
+
+    request_id: bytes
+    justification: str
+
+
+class TrustAccept(NamedTuple):
+    request_id: bytes
+
+
+class TrustReject(NamedTuple):
+    request_id: bytes
+
+
+class Refused(NamedTuple):
+    """The peer does not trust us: it refused these messages (never delivered, not to be
+    resent). Streams are refused by STREAM_RESET with code NOT_TRUSTED instead."""
+
+    message_ids: tuple[bytes, ...]
+
+
+#: Trust frames: the only ones an untrusted peer's session passes on (DESIGN 8).
+TRUST_FRAMES = (TrustRequest, TrustAccept, TrustReject, Refused)
+
 Frame = (
     Padding
     | Ping
@@ -186,6 +228,10 @@ Frame = (
     | Close
     | ImmediateAck
     | Stream
+    | TrustRequest
+    | TrustAccept
+    | TrustReject
+    | Refused
 )
 
 # --------------------------------------------------------------------------- encoding
@@ -342,7 +388,28 @@ def encode_frame(frame: Frame) -> bytes:
         return b"\x0b" + encode_varint(frame.code) + _encode_reason(frame.reason)
     if isinstance(frame, ImmediateAck):
         return b"\x0c"
+    if isinstance(frame, TrustRequest | TrustAccept | TrustReject | Refused):
+        return encode_trust_frame(frame)
     raise TypeError(f"not a frame: {frame!r}")
+
+
+def encode_trust_frame(frame: TrustRequest | TrustAccept | TrustReject | Refused) -> bytes:
+    """The wire form of a trust frame (docs/PROTOCOL.md section 6.7)."""
+    if isinstance(frame, Refused):
+        ids = frame.message_ids
+        if not 0 < len(ids) <= MAX_REFUSED_IDS or any(len(i) != MESSAGE_ID_SIZE for i in ids):
+            raise ValueError(f"REFUSED names 1-{MAX_REFUSED_IDS} 16-byte message ids")
+        return b"\x23" + encode_varint(len(ids)) + b"".join(ids)
+    if len(frame.request_id) != MESSAGE_ID_SIZE:
+        raise ValueError("trust request ids are 16 bytes")
+    if isinstance(frame, TrustAccept):
+        return b"\x21" + frame.request_id
+    if isinstance(frame, TrustReject):
+        return b"\x22" + frame.request_id
+    raw = frame.justification.encode("utf-8")
+    if len(raw) > MAX_JUSTIFICATION_BYTES:
+        raise ValueError(f"a justification is at most {MAX_JUSTIFICATION_BYTES} bytes")
+    return b"\x20" + frame.request_id + encode_varint(len(raw)) + raw
 
 
 def encode_payload(packet_number: int, frames: list[Frame]) -> bytes:
@@ -419,6 +486,38 @@ def _reason(data: bytes, pos: int, end: int) -> tuple[str, int]:
     return data[pos:stop].decode("utf-8", "replace"), stop
 
 
+def _decode_trust_frame(data: bytes, pos: int, end: int, frame_type: int) -> tuple[Frame, int]:
+    """The trust frame (0x20-0x23) whose fields start at `pos`; FrameDecodeError (or
+    IndexError/VarintError, turned into it by the caller) when malformed."""
+    if frame_type == FrameType.REFUSED:
+        count, pos = _varint(data, pos)
+        if not 0 < count <= MAX_REFUSED_IDS:
+            raise FrameDecodeError("REFUSED names 1-64 message ids")
+        stop = pos + count * MESSAGE_ID_SIZE
+        if stop > end:
+            raise FrameDecodeError("frame runs past the end of the payload")
+        ids = tuple(data[at : at + MESSAGE_ID_SIZE] for at in range(pos, stop, MESSAGE_ID_SIZE))
+        return _new(Refused, (ids,)), stop
+    if frame_type > FrameType.REFUSED:
+        raise FrameDecodeError(f"unknown frame type {frame_type:#x}")
+    stop = pos + MESSAGE_ID_SIZE
+    if stop > end:
+        raise FrameDecodeError("frame runs past the end of the payload")
+    request_id = data[pos:stop]
+    if frame_type == FrameType.TRUST_ACCEPT:
+        return _new(TrustAccept, (request_id,)), stop
+    if frame_type == FrameType.TRUST_REJECT:
+        return _new(TrustReject, (request_id,)), stop
+    length, pos = _varint(data, stop)
+    if length > MAX_JUSTIFICATION_BYTES:
+        raise FrameDecodeError("justification too long")
+    stop = pos + length
+    if stop > end:
+        raise FrameDecodeError("frame runs past the end of the payload")
+    text = data[pos:stop].decode("utf-8", "replace")
+    return _new(TrustRequest, (request_id, text)), stop
+
+
 def decode_payload(payload: bytes | memoryview) -> tuple[int, list[Frame]]:
     """Split a payload into its packet number and frames.
 
@@ -451,7 +550,12 @@ def decode_frames(data: bytes, pos: int, frames: list[Frame]) -> list[Frame]:
             if frame_type >= 0x10:
                 # The hot path (bulk data), decoded inline.
                 if frame_type > 0x17:
-                    raise FrameDecodeError(f"unknown frame type {frame_type:#x}")
+                    # Trust frames (0x20-0x23): rare, decoded out of line.
+                    if frame_type < 0x20:
+                        raise FrameDecodeError(f"unknown frame type {frame_type:#x}")
+                    frame, pos = _decode_trust_frame(data, pos, end, frame_type)
+                    append(frame)
+                    continue
                 stream_id = data[pos]
                 if stream_id < 0x40:
                     pos += 1

@@ -175,6 +175,19 @@ class OutgoingMessages:
         self._lost.append((message, start, end))
         return True
 
+    def refuse(self, message_id: bytes) -> OutgoingMessage | None:
+        """The peer refused the message (it does not trust us): stop sending it. Its
+        place in the sequence stays used (the peer skipped it). A message none of whose
+        chunks left yet cannot have been refused: such a claim is ignored (None)."""
+        message = self.unreceipted.get(message_id)
+        if message is None or (message.next_offset == 0 and message in self._fresh):
+            return None
+        del self.unreceipted[message_id]
+        message.receipted = True  # lost chunks of it are not resent either
+        if message in self._fresh:
+            self._fresh.remove(message)
+        return message
+
     def on_receipt(self, message_id: bytes) -> OutgoingMessage | None:
         message = self.unreceipted.pop(message_id, None)
         if message is not None:
@@ -319,6 +332,42 @@ class IncomingMessages:
         if base == self.expected_base:
             self._deliver_ready()
         return "message_too_large" if entry.rejected else None
+
+    def refuse(
+        self,
+        base: int,
+        message_id: bytes,
+        content_type: str,
+        total: int,
+        reply_to: bytes | None,
+        max_waiting: int,
+    ) -> str | None:
+        """A chunk of a message from a peer we do not trust: its place in the sequence is
+        used up without delivering anything (so later messages, once trusted, still line
+        up). Returns "refused" the first time a message is seen, else why it was dropped.
+        Only the message's place is kept, never its data, and at most `max_waiting`
+        refused messages wait out of order."""
+        if base < self.expected_base:
+            return "duplicate_message"
+        if base + _OVERHEAD + total + self.window.window > MAX_VARINT:
+            return "message_total_too_large"
+        if base + _OVERHEAD > self.window.advertised:
+            return "message_credit_exceeded"
+        entry = self._partial.get(base)
+        if entry is not None:
+            return "duplicate_message"
+        if base == self.expected_base:
+            self._advance(total)
+            if self._partial:
+                self._deliver_ready()
+            return "refused"
+        if len(self._partial) >= max_waiting or self._held + _ENTRY_COST > self.window.window:
+            return "refusal_backlog_full"
+        entry = _Reassembly(message_id, content_type, total, reply_to, True)
+        entry.held = _ENTRY_COST
+        self._held += _ENTRY_COST
+        self._partial[base] = entry
+        return "refused"
 
     def _advance(self, total: int) -> None:
         self.expected_base += total + _OVERHEAD

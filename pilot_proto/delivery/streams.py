@@ -55,6 +55,16 @@ class ResetCode(enum.IntEnum):
     APPLICATION = 0
     PORT_NOT_LISTENING = 1
     TOO_MANY_STREAMS = 2
+    #: The receiver does not trust the sender (DESIGN 8): the stream is refused.
+    NOT_TRUSTED = 3
+
+
+#: What a reset without a reason text means, by code (refusals carry no text, so they
+#: are never larger than the frame that caused them).
+_CODE_REASONS: dict[int, str] = {ResetCode.NOT_TRUSTED: "not trusted"}
+#: Streams an untrusted peer may have waiting for its final size at once; beyond, its
+#: STREAM frames are dropped without any state.
+UNTRUSTED_STREAM_LIMIT = 16
 
 
 class StreamEntry:
@@ -308,8 +318,37 @@ class StreamTable:
             entry.reset = True
             self._queue_reset_frame(entry, frame.code, frame.reason)
             if entry.announced:
-                self._events.append(StreamReset(self.address, stream_id, frame.reason))
+                reason = frame.reason or _CODE_REASONS.get(frame.code, "")
+                self._events.append(StreamReset(self.address, stream_id, reason, frame.code))
         self._maybe_forget(entry)
+
+    def refuse(
+        self, wire_id: int, offset: int, data: bytes | memoryview, fin: bool
+    ) -> int | None:
+        """A STREAM frame from a peer we do not trust: reset its stream (and any lower one
+        it implicitly opens) with NOT_TRUSTED, once, and count its bytes for flow control
+        only. Returns how many streams were newly refused, or None when the frame must
+        wait: at most UNTRUSTED_STREAM_LIMIT refused streams are held (until the peer's
+        final size comes back), and the caller leaves the packet unacknowledged so the
+        peer sends the frame again later."""
+        stream_id = wire_id ^ 1
+        fresh = 0
+        if stream_id not in self.entries:
+            first = self.next_peer
+            opened = (stream_id - first) // 2 + 1 if stream_id & 1 else 0
+            if opened > 0 and len(self.entries) + opened > UNTRUSTED_STREAM_LIMIT:
+                self._stats["untrusted_stream_deferred"] += 1
+                return None
+            if self._incoming(stream_id) is None:
+                return 0
+            for new_id in range(first, stream_id + 1, 2):
+                entry = self.entries.get(new_id)
+                if entry is not None and not entry.reset:
+                    # No reason text: a refusal is never larger than what caused it.
+                    self._reset(entry, ResetCode.NOT_TRUSTED, "")
+                    fresh += 1
+        self.on_stream_frame(wire_id, offset, data, fin, None)
+        return fresh
 
     def on_max_data(self, maximum: int) -> None:
         if self.send_credit.raise_limit(maximum):

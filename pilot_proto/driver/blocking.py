@@ -139,6 +139,16 @@ class BlockingNode(ABC):
         """Close the session with the peer; it is told."""
         self._submit(lambda now: self._driver.close_peer(address, now))
 
+    def send_trust_request(self, address: str, request_id: bytes, justification: str = "") -> None:
+        """Ask the peer, inside a session (made if needed), to trust us. Its answer comes
+        as a TrustAccepted or TrustRejected event, which `on_event` sees."""
+        self._submit(lambda now: self._driver.send_trust_request(
+            address, request_id, justification, now))
+
+    def answer_trust(self, address: str, request_id: bytes, accept: bool) -> None:
+        """Answer a TrustRequested event (set the peer's trust on the core first)."""
+        self._submit(lambda now: self._driver.answer_trust(address, request_id, accept, now))
+
     def stats(self) -> dict[str, int]:
         """The core's drop and event counters together with the binding's own."""
         return self._submit(lambda now: self._driver.counters())

@@ -20,6 +20,7 @@ from typing import Any
 from ..delivery import (
     DatagramReceived,
     MessageDelivered,
+    MessageFailed,
     MessageReceived,
     PongReceived,
     StreamEnded,
@@ -28,15 +29,18 @@ from ..delivery import (
     StreamReset,
     StreamWritable,
 )
+from ..delivery.streams import ResetCode
 from ..errors import (
     ConnectionFailed,
     ConnectionLost,
     ConnectTimeout,
     DeliveryTimeout,
     LocalProtocolError,
+    MessageRefused,
     NodeClosed,
     PilotError,
     PilotTimeout,
+    StreamRefused,
     StreamResetError,
     StreamStateError,
 )
@@ -130,6 +134,7 @@ class Driver:
         self._handlers: dict[type[Event], Callable[[Any, float], None]] = {
             MessageReceived: self._on_message,
             MessageDelivered: self._on_delivered,
+            MessageFailed: self._on_message_failed,
             PongReceived: self._on_pong,
             StreamReadable: self._on_readable,
             StreamWritable: self._on_writable,
@@ -292,6 +297,18 @@ class Driver:
         deliveries[message_id] = (address, pending)
         pending._cleanup = lambda now: _forget(deliveries, message_id)
         return pending
+
+    def send_trust_request(
+        self, address: str, request_id: bytes, justification: str, now: float
+    ) -> None:
+        """TRUST_REQUEST inside a session (made if needed); the answer is a core event
+        (TrustAccepted / TrustRejected) the binding's `on_event` sees."""
+        self._check_open()
+        self.node.send_trust_request(address, request_id, justification, now)
+
+    def answer_trust(self, address: str, request_id: bytes, accept: bool, now: float) -> None:
+        self._check_open()
+        self.node.answer_trust(address, request_id, accept, now)
 
     def confirm(self, message: MessageReceived, now: float) -> None:
         """The application persisted `message`: its RECEIPT goes back to the sender."""
@@ -672,6 +689,11 @@ class Driver:
         if entry is not None:
             self._resolve(entry[1], event.message_id)
 
+    def _on_message_failed(self, event: MessageFailed, now: float) -> None:
+        entry = self._deliveries.pop(event.message_id, None)
+        if entry is not None:
+            self._fail(entry[1], MessageRefused(event.address, event.message_id))
+
     def _on_pong(self, event: PongReceived, now: float) -> None:
         entry = self._pings.pop(event.challenge, None)
         if entry is not None:
@@ -751,9 +773,12 @@ class Driver:
     def _on_reset(self, event: StreamReset, now: float) -> None:
         stream = self._streams.get((event.address, event.stream_id))
         if stream is not None:
-            self._fail_stream(
-                stream, StreamResetError(event.address, event.stream_id, event.reason)
+            error = (
+                StreamRefused(event.address, event.stream_id)
+                if event.code == ResetCode.NOT_TRUSTED
+                else StreamResetError(event.address, event.stream_id, event.reason)
             )
+            self._fail_stream(stream, error)
 
 
 # ---------------------------------------------------------------------- helpers

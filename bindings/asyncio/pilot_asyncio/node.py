@@ -233,6 +233,16 @@ class Node:
     def peer_info(self, address: str) -> PeerInfo:
         return self._driver.peer_info(address)
 
+    def send_trust_request(self, address: str, request_id: bytes, justification: str = "") -> None:
+        """Ask the peer, inside a session (made if needed), to trust us. Its answer comes
+        as a TrustAccepted or TrustRejected event, which `on_event` sees."""
+        self._call(lambda now: self._driver.send_trust_request(
+            address, request_id, justification, now))
+
+    def answer_trust(self, address: str, request_id: bytes, accept: bool) -> None:
+        """Answer a TrustRequested event (set the peer's trust in `core` first)."""
+        self._call(lambda now: self._driver.answer_trust(address, request_id, accept, now))
+
     def close_peer(self, address: str) -> None:
         """Close the session with the peer; it is told."""
         self._call(lambda now: self._driver.close_peer(address, now))

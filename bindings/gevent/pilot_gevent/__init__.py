@@ -16,9 +16,12 @@ from pilot_proto.errors import (
     ConnectionLost,
     ConnectTimeout,
     DeliveryTimeout,
+    MessageRefused,
     NodeClosed,
+    NotTrustedByPeer,
     PilotError,
     PilotTimeout,
+    StreamRefused,
     StreamResetError,
 )
 
@@ -29,10 +32,13 @@ __all__ = [
     "ConnectionFailed",
     "ConnectionLost",
     "DeliveryTimeout",
+    "MessageRefused",
     "Node",
     "NodeClosed",
+    "NotTrustedByPeer",
     "PilotError",
     "PilotTimeout",
     "Stream",
+    "StreamRefused",
     "StreamResetError",
 ]

@@ -14,9 +14,12 @@ from pilot_proto.errors import (
     ConnectionLost,
     ConnectTimeout,
     DeliveryTimeout,
+    MessageRefused,
     NodeClosed,
+    NotTrustedByPeer,
     PilotError,
     PilotTimeout,
+    StreamRefused,
     StreamResetError,
 )
 
@@ -27,10 +30,13 @@ __all__ = [
     "ConnectionFailed",
     "ConnectionLost",
     "DeliveryTimeout",
+    "MessageRefused",
     "Node",
     "NodeClosed",
+    "NotTrustedByPeer",
     "PilotError",
     "PilotTimeout",
     "Stream",
+    "StreamRefused",
     "StreamResetError",
 ]
