@@ -224,7 +224,7 @@ class ControlPlane:
         # Recorded before sending, so an accept that races back still finds its request.
         self.store.add_outgoing(request_id, peer.address, peer.hostname, now)
         try:
-            await self.network.send_trust_request(peer, request_id, justification)
+            via = await self.network.send_trust_request(peer, request_id, justification)
         except BaseException:
             self.store.remove_outgoing_to(peer.address)
             raise
@@ -233,6 +233,7 @@ class ControlPlane:
             "hostname": peer.hostname,
             "request_id": request_id,
             "status": "requested",
+            "via": via,
         }
 
     async def approve(self, address: str) -> dict[str, Any]:

@@ -8,7 +8,9 @@
 - the rendezvous client on that same Node: it sees every node event first (the binding's
   `on_event` hook) and takes the rendezvous server's traffic, and its timer is armed next
   to the node's (`Node.add_timer`);
-- trust requests and answers as mailbox notes (DESIGN 8), pushed by the server;
+- trust requests and answers as mailbox notes (DESIGN 8), pushed by the server, or as
+  trust frames inside a session when one can be made with a peer that does not trust us
+  yet (a public node); an answer goes back the way its request came;
 - messages: introduction through the rendezvous, `add_peer` and a Noise IK session,
   then the message under the control plane's id; the RECEIPT goes back only after the
   host wrote the inbox file (`auto_confirm=False`);
@@ -48,6 +50,7 @@ from pilot_proto.errors import (
     LocalProtocolError,
     MessageTooLarge,
     NodeClosed,
+    NotTrustedByPeer,
     PeerNotTrusted,
     PilotError,
     PilotTimeout,
@@ -59,6 +62,9 @@ from pilot_proto.events import (
     NatDiscovered,
     PathChanged,
     RendezvousConnected,
+    TrustAccepted,
+    TrustRejected,
+    TrustRequested,
 )
 from pilot_proto.records import IdentityRecord
 from pilot_proto.rendezvous import (
@@ -118,6 +124,10 @@ NOT_REGISTERED_WAIT = 3.0
 BACKGROUND_CONNECT_TIMEOUT = 15.0
 #: Concurrent background session set-ups.
 BACKGROUND_CONNECTS = 8
+#: How long `handshake` tries to make a session for an in-session trust request.
+TRUST_SESSION_TIMEOUT = 5.0
+#: In-session trust requests remembered for answering the same way.
+MAX_SESSION_REQUESTS = 1024
 #: How long `stop` waits for the server to take our empty locator.
 OFFLINE_NOTICE_TIMEOUT = 0.5
 #: Messages of every allowed type; anything else a peer sends is kept as binary.
@@ -169,8 +179,13 @@ def path_timers(environ: Mapping[str, str] | None = None) -> tuple[PathConfig, f
                             hint) from None
 
 
-def _node_config(floor_ns: int, paths: PathConfig | None = None) -> NodeConfig:
+def _node_config(
+    floor_ns: int, paths: PathConfig | None = None, *, public: bool = False
+) -> NodeConfig:
     return NodeConfig(
+        # DESIGN 8: a public node completes handshakes with anyone; the core then passes
+        # it nothing but trust frames from peers the trust store does not hold.
+        public=public,
         paths=paths or PathConfig(),
         # Initiations retried every second (not every 5 s): a lost first packet costs a
         # second, not five, and the rendezvous check at start stays within seconds.
@@ -192,6 +207,15 @@ def _show(addr: tuple[str, int] | None) -> str | None:
 
 def _label(peer: PeerRecord) -> str:
     return f"{peer.hostname} ({peer.address})" if peer.hostname else peer.address
+
+
+def not_trusted_by(peer: PeerRecord, what: str) -> PilotctlError:
+    """The peer refused what we sent because it does not trust us (DESIGN 8)."""
+    return PilotctlError(
+        ErrorCode.NOT_TRUSTED,
+        f"{_label(peer)} does not trust this node: it refused {what}",
+        f"ask for trust first: pilotctl handshake {peer.hostname or peer.address}",
+    )
 
 
 def _rendezvous_error(code: str, message: str, what: str) -> PilotctlError:
@@ -227,6 +251,9 @@ class PilotNetwork:
         self._records: dict[str, IdentityRecord] = {}
         self._reasons: dict[str, str] = {}
         self._connecting: dict[str, asyncio.Lock] = {}
+        #: Trust requests that came inside a session (request id -> sender): the answer
+        #: goes back the same way while that session lasts, else through the mailbox.
+        self._session_requests: dict[str, str] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._background = asyncio.Semaphore(BACKGROUND_CONNECTS)
         self._floor_saved = 0
@@ -246,7 +273,7 @@ class PilotNetwork:
         self._endpoint = endpoint
         node = Node(
             config.identity,
-            _node_config(config.handshake_floor_ns, paths),
+            _node_config(config.handshake_floor_ns, paths, public=config.public),
             sock=config.udp_socket,
             auto_confirm=False,
             on_event=self._on_node_event,
@@ -397,6 +424,9 @@ class PilotNetwork:
             self._save_floor()
         if isinstance(event, NatDiscovered):
             self._on_nat(event)
+            return True
+        if isinstance(event, TrustRequested | TrustAccepted | TrustRejected):
+            self._spawn(self._on_trust_frame(event))
             return True
         if isinstance(event, PathChanged):
             # One line per change in daemon.log: what `peers` shows, with its moment, and
@@ -629,18 +659,114 @@ class PilotNetwork:
 
     async def send_trust_request(
         self, peer: PeerRecord, request_id: str, justification: str | None
-    ) -> None:
+    ) -> str:
+        """Inside a session when one exists or the rendezvous introduces us (the peer is
+        public, or still lists us): "session"; else as a mailbox note: "mailbox"."""
         assert self._config is not None
         if peer.address == self._config.identity.address:
             raise PilotctlError(ErrorCode.INVALID_ARGUMENT, "that is this node's own address")
         record = await self._record_for(peer)
+        if await self._session_for_trust(record):
+            node, _, _ = self._require()
+            try:
+                node.send_trust_request(peer.address, bytes.fromhex(request_id),
+                                        justification or "")
+                return "session"
+            except PilotError as exc:
+                log.info("trust request to %s through the mailbox: %s", _label(peer), exc)
         await self._ask(
             lambda c, now: c.post_note(record, NoteKind.TRUST_REQUEST,
                                        bytes.fromhex(request_id), justification, now),
             f"send the trust request to {_label(peer)}",
         )
+        return "mailbox"
+
+    async def _session_for_trust(self, record: IdentityRecord) -> bool:
+        """A session with a peer that may not trust us, for trust frames: the one we have,
+        or one made after an introduction. False when the rendezvous refuses to introduce
+        us (a private peer that does not list us): then only the mailbox reaches it."""
+        node, _, host = self._require()
+        address = record.address
+        if node.core.has_session(address):
+            return True
+        try:
+            event = await self._ask(lambda c, now: c.request_introduction(address, now),
+                                    f"reach {address}", timeout=TRUST_SESSION_TIMEOUT)
+        except PilotctlError:
+            return False
+        if not isinstance(event, IntroductionReceived) or event.record.address != address \
+                or not event.candidates:
+            return False
+        self._records[address] = event.record
+        try:
+            if address in host.trusted_keys():
+                self._apply_introduction(node, event)
+            else:
+                # Direct to its candidates only: punching and the relay are for peers
+                # we trust (the core drops path probes of untrusted ones).
+                node.add_peer(event.record, event.candidates, trusted=False)
+        except LocalProtocolError as exc:
+            log.info("no session with %s for a trust request: %s", address, exc)
+            return False
+        try:
+            await node.connect(address, timeout=TRUST_SESSION_TIMEOUT)
+        except PilotError as exc:
+            log.info("no session with %s for a trust request: %s", address, exc)
+            return False
+        return True
+
+    async def _on_trust_frame(
+        self, event: TrustRequested | TrustAccepted | TrustRejected
+    ) -> None:
+        """A trust frame from a session: the same handling as the mailbox note."""
+        node, _, host = self._require()
+        address = event.address
+        public_key = node.core.peer_public_key(address) if address in node.core.peers() \
+            else None
+        if public_key is None:
+            return
+        record = self._records.get(address)
+        sender = PeerRecord(address, public_key,
+                            record.hostname if record is not None
+                            and record.public_key == public_key else None)
+        request_id = event.request_id.hex()
+        if isinstance(event, TrustRequested):
+            if sender.hostname is None:
+                with contextlib.suppress(PilotctlError):
+                    found = await self.lookup(address)  # the verified record's hostname
+                    if found.public_key == public_key:
+                        sender = found
+            log.info("trust request from %s (in session)", _label(sender))
+            self._session_requests[request_id] = address
+            while len(self._session_requests) > MAX_SESSION_REQUESTS:
+                del self._session_requests[next(iter(self._session_requests))]
+            await host.on_trust_request(TrustRequestNote(
+                request_id, sender, event.justification or None, time.time()))
+            return
+        accepted = isinstance(event, TrustAccepted)
+        log.info("trust %s from %s (in session)", "accept" if accepted else "reject",
+                 _label(sender))
+        await host.on_trust_answer(TrustAnswerNote(request_id, sender, accepted))
+        if accepted and address in host.trusted_keys():
+            node.core.set_trust(address, True, time.monotonic())
+            node.flush()
 
     async def send_trust_answer(self, peer: PeerRecord, request_id: str, accept: bool) -> None:
+        node, _, _ = self._require()
+        core = node.core
+        if accept and peer.address in core.peers():
+            # Trusted before the accept leaves: the requester's first message must be
+            # delivered, not refused.
+            core.set_trust(peer.address, True, time.monotonic())
+            node.flush()
+        if self._session_requests.get(request_id) == peer.address \
+                and core.has_session(peer.address):
+            try:
+                node.answer_trust(peer.address, bytes.fromhex(request_id), accept)
+                del self._session_requests[request_id]
+                return
+            except PilotError as exc:
+                log.info("answering %s through the mailbox: %s", _label(peer), exc)
         record = await self._record_for(peer)
         kind = NoteKind.TRUST_ACCEPT if accept else NoteKind.TRUST_REJECT
         await self._ask(
@@ -777,12 +903,9 @@ class PilotNetwork:
                 f"{_label(peer)} is not registered at the rendezvous",
                 "its daemon must be running (pilotctl daemon start); try again later",
             )
-        return PilotctlError(
-            ErrorCode.NOT_TRUSTED,
-            f"{_label(peer)} does not accept this node (it has not approved our trust "
-            "request, or no longer trusts us)",
-            f"ask again: pilotctl handshake {peer.hostname or peer.address}",
-        )
+        # The rendezvous refused because the peer's allow list lacks us: the refusal tells
+        # nothing of where the peer is (DESIGN 8), only that it does not accept us.
+        return not_trusted_by(peer, "to be reached by this node (we are not on its allow list)")
 
     async def _background_connect(self, peer: PeerRecord) -> None:
         async with self._background:
@@ -847,6 +970,8 @@ class PilotNetwork:
                 ) from None
             except MessageTooLarge as exc:
                 raise PilotctlError(ErrorCode.TOO_LARGE, str(exc)) from None
+            except NotTrustedByPeer:
+                raise not_trusted_by(peer, "the message") from None
             except (PeerNotTrusted, UnknownPeer):
                 raise PilotctlError(ErrorCode.NOT_TRUSTED,
                                     f"{_label(peer)} is no longer trusted") from None
@@ -936,6 +1061,8 @@ class PilotNetwork:
                                             progress)
         except PilotTimeout:
             raise _timeout(peer, f"{path.name} was not received") from None
+        except NotTrustedByPeer:
+            raise not_trusted_by(peer, f"the file {path.name}") from None
         except PilotError as exc:
             raise PilotctlError(ErrorCode.CONNECTION_FAILED,
                                 f"sending {path.name} to {_label(peer)} failed: {exc}") from None
@@ -994,6 +1121,8 @@ class PilotNetwork:
             return await transfer.bench(node, peer, size, deadline)
         except PilotTimeout:
             raise _timeout(peer, "the benchmark did not finish") from None
+        except NotTrustedByPeer:
+            raise not_trusted_by(peer, "the benchmark stream") from None
         except PilotError as exc:
             raise PilotctlError(ErrorCode.CONNECTION_FAILED,
                                 f"bench with {_label(peer)}: {exc}") from None

@@ -210,7 +210,10 @@ class NetworkService(Protocol):
 
     async def send_trust_request(
         self, peer: PeerRecord, request_id: str, justification: str | None
-    ) -> None: ...
+    ) -> str:
+        """Send TRUST_REQUEST inside a session ("session": one exists or can be made,
+        e.g. the peer is public) or through the mailbox ("mailbox"); returns the way."""
+        ...
 
     async def send_trust_answer(self, peer: PeerRecord, request_id: str, accept: bool) -> None:
         """Post TRUST_ACCEPT / TRUST_REJECT; returns once posted."""
@@ -292,7 +295,7 @@ class UnavailableNetwork:
 
     async def send_trust_request(
         self, peer: PeerRecord, request_id: str, justification: str | None
-    ) -> None:
+    ) -> str:
         raise self._refuse("cannot send the trust request")
 
     async def send_trust_answer(self, peer: PeerRecord, request_id: str, accept: bool) -> None:

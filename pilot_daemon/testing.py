@@ -120,10 +120,11 @@ class LoopbackNetwork:
 
     async def send_trust_request(
         self, peer: PeerRecord, request_id: str, justification: str | None
-    ) -> None:
+    ) -> str:
         target = self._peer(peer.address)
         note = TrustRequestNote(request_id, self._record(), justification, time.time())
         self._later(target._host().on_trust_request(note))
+        return "mailbox"
 
     async def send_trust_answer(self, peer: PeerRecord, request_id: str, accept: bool) -> None:
         target = self._peer(peer.address)

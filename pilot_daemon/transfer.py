@@ -35,6 +35,7 @@ from pilot_asyncio import Node, Stream
 from pilot_proto.errors import (
     InvalidPort,
     NodeClosed,
+    NotTrustedByPeer,
     PilotError,
     PilotTimeout,
     StreamResetError,
@@ -309,6 +310,11 @@ async def call(service: PilotNetwork, node: Node, host: NetworkHost, operation: 
     except PilotTimeout:
         raise PilotctlError(ErrorCode.TIMEOUT,
                             f"{operation} on port {port}: nothing within {timeout:g} s") from None
+    except NotTrustedByPeer:
+        target = params.get("hostname") or params.get("target")
+        raise PilotctlError(
+            ErrorCode.NOT_TRUSTED, f"{operation}: {target} does not trust this node",
+            f"ask for trust first: pilotctl handshake {target}") from None
     except StreamResetError as exc:
         raise PilotctlError(
             ErrorCode.CONNECTION_FAILED,

@@ -187,3 +187,51 @@ def test_a_socket_passed_in_is_used_and_left_open(caplog: pytest.LogCaptureFixtu
     sock.close()
     if os.geteuid() == 0:  # root may raise the buffers past the sysctl cap: no warning
         assert not [r for r in caplog.records if r.name == "pilot_threads"]
+
+
+# ---------------------------------------------------------------------- trust
+
+
+def test_both_bindings_raise_not_trusted_by_peer_alike() -> None:
+    """A public node that does not trust us refuses our message and stream: the sender
+    gets MessageRefused / StreamRefused (both NotTrustedByPeer) at once, in each style."""
+    from pilot_proto import NodeConfig, NotTrustedByPeer
+    from pilot_proto.errors import MessageRefused, StreamRefused
+    from pilot_proto.events import Event, TrustRequested
+
+    seen: list[Event] = []
+    with pilot_threads.Node(Identity.generate(os.urandom)) as a, pilot_threads.Node(
+        Identity.generate(os.urandom), NodeConfig(public=True), on_event=seen.append
+    ) as b:
+        a.add_peer(record_of(b.identity), [b.endpoint])
+        with pytest.raises(MessageRefused) as refused:
+            a.send_message(b.address, b"let me in", timeout=20)
+        assert isinstance(refused.value, NotTrustedByPeer)
+        b.listen(9)
+        stream = a.open_stream(b.address, 9)
+        stream.write(b"data", end=True, timeout=20)
+        with pytest.raises(StreamRefused):
+            stream.read(timeout=20)
+        a.send_trust_request(b.address, bytes(16), "please")
+
+        def asked() -> bool:
+            return any(isinstance(e, TrustRequested) for e in seen)
+
+        deadline = threading.Event()
+        for _ in range(200):
+            if asked():
+                break
+            deadline.wait(0.05)
+        assert asked()
+
+    async def main() -> None:
+        a = await pilot_asyncio.Node(Identity.generate(os.urandom)).start()
+        b = await pilot_asyncio.Node(
+            Identity.generate(os.urandom), NodeConfig(public=True)
+        ).start()
+        async with a, b:
+            a.add_peer(record_of(b.identity), [b.endpoint])
+            with pytest.raises(MessageRefused):
+                await a.send_message(b.address, b"let me in", timeout=20)
+
+    asyncio.run(main())

@@ -259,8 +259,9 @@ def test_trust_frame_decoders_never_raise_anything_but_frame_decode_error(
         number, frames = decode_payload(bytes([0, frame_type]) + body)
     except FrameDecodeError:
         return
-    assert encode_payload(number, frames) == bytes([0, frame_type]) + body or any(
-        isinstance(f, TrustRequest) and "\ufffd" in f.justification for f in frames)
+    if any(isinstance(f, TrustRequest) and "\ufffd" in f.justification for f in frames):
+        return  # U+FFFD takes more bytes than what it replaced
+    assert decode_payload(encode_payload(number, frames)) == (number, frames)
 
 
 @settings(max_examples=200, deadline=None, derandomize=True)

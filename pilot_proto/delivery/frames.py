@@ -303,11 +303,11 @@ def message_frame_header(
     )
 
 
-def _encode_reason(reason: str) -> bytes:
+def _encode_reason(reason: str, limit: int = MAX_REASON_BYTES) -> bytes:
     raw = reason.encode("utf-8")
-    if len(raw) > MAX_REASON_BYTES:
+    if len(raw) > limit:
         # Cut on a character boundary so the peer can decode it.
-        raw = raw[:MAX_REASON_BYTES].decode("utf-8", "ignore").encode("utf-8")
+        raw = raw[:limit].decode("utf-8", "ignore").encode("utf-8")
     return encode_varint(len(raw)) + raw
 
 
@@ -406,10 +406,7 @@ def encode_trust_frame(frame: TrustRequest | TrustAccept | TrustReject | Refused
         return b"\x21" + frame.request_id
     if isinstance(frame, TrustReject):
         return b"\x22" + frame.request_id
-    raw = frame.justification.encode("utf-8")
-    if len(raw) > MAX_JUSTIFICATION_BYTES:
-        raise ValueError(f"a justification is at most {MAX_JUSTIFICATION_BYTES} bytes")
-    return b"\x20" + frame.request_id + encode_varint(len(raw)) + raw
+    return b"\x20" + frame.request_id + _encode_reason(frame.justification, MAX_JUSTIFICATION_BYTES)
 
 
 def encode_payload(packet_number: int, frames: list[Frame]) -> bytes:
