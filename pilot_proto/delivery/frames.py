@@ -473,10 +473,10 @@ def decode_ack(data: bytes, pos: int, end: int) -> tuple[tuple[tuple[int, int], 
     return tuple(ranges), delay, pos
 
 
-def _reason(data: bytes, pos: int, end: int) -> tuple[str, int]:
+def _reason(data: bytes, pos: int, end: int, limit: int = MAX_REASON_BYTES) -> tuple[str, int]:
     length, pos = _varint(data, pos)
-    if length > MAX_REASON_BYTES:
-        raise FrameDecodeError("reason text too long")
+    if length > limit:
+        raise FrameDecodeError("text too long")
     stop = pos + length
     if stop > end:
         raise FrameDecodeError("frame runs past the end of the payload")
@@ -505,13 +505,7 @@ def _decode_trust_frame(data: bytes, pos: int, end: int, frame_type: int) -> tup
         return _new(TrustAccept, (request_id,)), stop
     if frame_type == FrameType.TRUST_REJECT:
         return _new(TrustReject, (request_id,)), stop
-    length, pos = _varint(data, stop)
-    if length > MAX_JUSTIFICATION_BYTES:
-        raise FrameDecodeError("justification too long")
-    stop = pos + length
-    if stop > end:
-        raise FrameDecodeError("frame runs past the end of the payload")
-    text = data[pos:stop].decode("utf-8", "replace")
+    text, stop = _reason(data, stop, end, MAX_JUSTIFICATION_BYTES)
     return _new(TrustRequest, (request_id, text)), stop
 
 
