@@ -133,3 +133,17 @@ def test_private_peer_that_untrusted_us_refuses_at_the_rendezvous(world: World) 
     assert body["hint"] == "ask for trust first: pilotctl handshake agent-e"
     # Nothing about where agent-e is: no address or port in what d is told.
     assert "127.0.0.1" not in done.stdout
+
+
+def test_public_service_auto_approves_in_session(world: World) -> None:
+    rv = world.rendezvous.hostport
+    f, g = world.agent("f"), world.agent("g")
+    f_id = f.start("--hostname", "agent-f", "--rendezvous", rv, "--public",
+                   "--trust-auto-approve")["node_id"]
+    g_id = g.start("--hostname", "agent-g", "--rendezvous", rv)["node_id"]
+    assert g.ok("handshake", "agent-f", "--justification", "service")["via"] == "session"
+    # The accept comes back in the session; the send waits for it, then is delivered.
+    assert g.ok("send-message", "agent-f", "--data", "hello service")["delivered"] is True
+    assert [t["node_id"] for t in f.ok("trust")] == [g_id]
+    assert [t["node_id"] for t in g.ok("trust")] == [f_id]
+    assert f.ok("pending") == []
