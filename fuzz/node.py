@@ -25,7 +25,13 @@ import functools
 from typing import TYPE_CHECKING
 
 from pilot_proto.config import NodeConfig, SessionConfig
-from pilot_proto.delivery import DeliveryConfig, MessageReceived
+from pilot_proto.delivery import (
+    DatagramReceived,
+    DeliveryConfig,
+    MessageReceived,
+    StreamOpened,
+    StreamReadable,
+)
 from pilot_proto.identity import Identity
 from pilot_proto.node import ACCEPTED_OUTCOMES, Node
 from pilot_proto.records import IdentityRecord
@@ -53,6 +59,10 @@ CONFIG = NodeConfig(
 )
 
 
+#: What an untrusted peer must never cause (DESIGN 2: only trust frames reach the app).
+_APPLICATION_EVENTS = (MessageReceived, StreamOpened, StreamReadable, DatagramReceived)
+
+
 @functools.cache
 def _identities() -> tuple[Identity, Identity, IdentityRecord]:
     node = Identity.from_private_bytes(bytes(range(32)))
@@ -64,16 +74,21 @@ def _identities() -> tuple[Identity, Identity, IdentityRecord]:
 class Session:
     """A node with an established session to a scripted peer, in virtual time."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, trusted: bool = True) -> None:
+        """`trusted=False`: the peer is a stranger the (public) node never added, so
+        everything it sends takes the trust gate; the application must see nothing of
+        it but session and trust events (`app_events` counts the rest)."""
         node_identity, peer_identity, record = _identities()
         rng = SeededRandom(1)
         self.now = 0.0
         self.node = Node(node_identity, CONFIG, rng=rng.bytes, wall_clock=self.wall_clock)
         self.node.listen(80)
         self.peer = ScriptedPeer(peer_identity, PEER_ADDR, SeededRandom(2).bytes)
-        self.node.add_peer(record, [PEER_ADDR])
+        if trusted:
+            self.node.add_peer(record, [PEER_ADDR])
         self.peer.handshake(self.node, self.now)
         self.last: tuple[bytes, tuple[str, int]] | None = None
+        self.app_events = 0
 
     def wall_clock(self) -> float:
         return EPOCH + self.now
@@ -87,6 +102,8 @@ class Session:
         node = self.node
         node.datagrams_to_send(self.now)
         while (event := node.next_event()) is not None:
+            if isinstance(event, _APPLICATION_EVENTS):
+                self.app_events += 1
             if isinstance(event, MessageReceived):
                 node.confirm_persisted(event.address, event.message_id, self.now)
         node.datagrams_to_send(self.now)

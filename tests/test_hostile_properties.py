@@ -73,19 +73,23 @@ packet_numbers = st.integers(0, 1 << 20)
 @given(payloads=st.lists(st.tuples(packet_numbers, st.lists(frames_strategy, min_size=1,
                                                             max_size=6)), max_size=12),
        sources=st.lists(st.sampled_from([node_harness.PEER_ADDR, ("203.0.113.9", 9)]),
-                        min_size=12, max_size=12))
+                        min_size=12, max_size=12),
+       trusted=st.booleans())
 def test_well_formed_frames_with_wild_values_inside_a_real_session_never_raise(
-    payloads: list[tuple[int, list[Frame]]], sources: list[Addr]
+    payloads: list[tuple[int, list[Frame]]], sources: list[Addr], trusted: bool
 ) -> None:
     """Frames get past the AEAD here: the peer holds the keys. From the peer's address or
-    (roaming) another one, whatever the values, the node stays consistent."""
-    session = node_harness.Session()
+    (roaming) another one, whatever the values, the node stays consistent. A stranger's
+    frames (trust, refusals and all) reach the application with nothing at all."""
+    session = node_harness.Session(trusted=trusted)
     for (number, frames), source in zip(payloads, sources, strict=False):
         session.deliver(session.peer.seal(encode_payload(number, frames)), source)
         session.advance(0.01)
         session.check()
     session.advance(60.0)
     session.check()
+    if not trusted:
+        assert session.app_events == 0
     stats = session.node.stats
     drops = sum(n for reason, n in stats.items() if reason.startswith("drop_"))
     assert stats["datagrams_received"] == drops + sum(stats[k] for k in ACCEPTED_OUTCOMES)

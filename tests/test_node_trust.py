@@ -22,6 +22,7 @@ from pilot_proto.delivery import (
 )
 from pilot_proto.delivery.frames import (
     MAX_JUSTIFICATION_BYTES,
+    Frame,
     FrameDecodeError,
     Message,
     Refused,
@@ -274,3 +275,18 @@ def test_trust_frames_round_trip(request_id: bytes, text: str, ids: list[bytes])
     frames = [TrustRequest(request_id, text), TrustAccept(request_id),
               TrustReject(request_id), Refused(tuple(ids))]
     assert decode_payload(encode_payload(7, list(frames))) == (7, frames)
+
+
+def test_resent_and_repeated_trust_frames_make_one_event_each_and_requests_are_capped() -> None:
+    receiver = _connection()
+    frames: list[Frame] = [TrustRequest(REQUEST, "once"), TrustRequest(REQUEST, "once"),
+                           TrustAccept(REQUEST), TrustAccept(REQUEST)]
+    frames += [TrustRequest(i.to_bytes(16, "big"), "") for i in range(20)]
+    for number, frame in enumerate(frames):
+        receiver.receive_untrusted(b"", number, [frame], 0.0)
+    events = _events(receiver)
+    assert events[:2] == [TrustRequested("peer", REQUEST, "once"),
+                          TrustAccepted("peer", REQUEST)]
+    assert len([e for e in events if isinstance(e, TrustRequested)]) == 8
+    assert receiver.stats["trust_frame_duplicate"] == 2
+    assert receiver.stats["trust_requests_over_limit"] == 13

@@ -108,6 +108,8 @@ _ACK_FRAME_RESERVE = 64  # room kept for control frames when sizing data
 _ID_BATCH = 32  # message ids drawn from rng at once
 # Refused messages of an untrusted peer that may wait out of order (their place only).
 _REFUSED_WAITING = 32
+# TRUST_REQUESTs with distinct ids one connection passes on (a peer asks a few times at most).
+_MAX_TRUST_REQUESTS = 8
 # Stands in for refused frames so the packet is still acknowledged like any other:
 # a PING with the all-zero challenge is ack-eliciting and never answered.
 _ACK_ELICITING_PLACEHOLDER = Ping(PROBE_CHALLENGE)
@@ -232,6 +234,8 @@ class Connection:
         self._max_message_data_due = self._incoming.window.update_due()
         #: Made on the first payload from the peer while it is not trusted.
         self._refusals: RefusalLimiter | None = None
+        #: Trust frames seen (kind, request id), oldest first; made on the first one.
+        self._trust_seen: dict[tuple[type, bytes], None] | None = None
 
     # ================================================================== construction
 
@@ -838,11 +842,34 @@ class Connection:
                 else:
                     stats["messages_refused_by_peer"] += 1
                     self._events.append(MessageFailed(self.address, message_id, "not_trusted"))
-        elif kind is TrustRequest:
+        elif kind is TrustRequest or kind is TrustAccept or kind is TrustReject:
+            self._on_trust_frame(frame)
+
+    def _on_trust_frame(self, frame: TrustRequest | TrustAccept | TrustReject) -> None:
+        """One event per trust frame, however often it was resent (its ACK may be lost),
+        and at most _MAX_TRUST_REQUESTS requests per connection: a peer sending request
+        after request makes the application do nothing more."""
+        stats = self._stats
+        seen = self._trust_seen
+        if seen is None:
+            seen = self._trust_seen = {}
+        key = (type(frame), frame.request_id)
+        if key in seen:
+            stats["trust_frame_duplicate"] += 1
+            return
+        if type(frame) is TrustRequest:
+            if stats["trust_requests_received"] >= _MAX_TRUST_REQUESTS:
+                stats["trust_requests_over_limit"] += 1
+                return
+            stats["trust_requests_received"] += 1
+        seen[key] = None
+        if len(seen) > 4 * _MAX_TRUST_REQUESTS:
+            del seen[next(iter(seen))]
+        if isinstance(frame, TrustRequest):
             self._events.append(TrustRequested(self.address, frame.request_id, frame.justification))
-        elif kind is TrustAccept:
+        elif isinstance(frame, TrustAccept):
             self._events.append(TrustAccepted(self.address, frame.request_id))
-        elif kind is TrustReject:
+        else:
             self._events.append(TrustRejected(self.address, frame.request_id))
 
     # ================================================================== ACKs and loss
