@@ -245,6 +245,27 @@ def test_rekey_by_time_loses_nothing_over_hours() -> None:
     assert len(a.of(HandshakeCompleted)) == 1
 
 
+def test_idle_session_keys_expire_when_the_node_timer_says() -> None:
+    """DESIGN 4: key pairs are dropped after reject_after_time even when nothing is sent,
+    and the node's timer asks to be woken for it, not at some later unrelated event."""
+    lab = Lab()
+    # A lifetime no other timer (keepalives every 20 s) happens to fall on.
+    config = session_config(reject_after_time=175.5)
+    a, b = lab.node("a", config), lab.node("b", config)
+    lab.introduce(a, b)
+    a.node.connect(b.address, lab.net.now)
+    assert lab.run_until(lambda: a.node.has_session(b.address) and b.node.has_session(a.address))
+    lifetime = 175.5
+    created = lab.net.now  # both sides hold their keys since this moment at the latest
+    lab.net.run(created + lifetime - 1.0)
+    assert a.node.has_session(b.address) and b.node.has_session(a.address)
+    timer = a.node.get_timer()
+    assert timer is not None and timer <= created + lifetime
+    lab.net.run(created + lifetime + 0.01)
+    assert not a.node.has_session(b.address) and not b.node.has_session(a.address)
+    assert a.node.stats["rekeys"] == 0 and a.node.stats["internal_error"] == 0
+
+
 def test_rekey_by_packet_count() -> None:
     lab = Lab()
     a, b = lab.node("a", session_config(rekey_after_packets=50)), lab.node("b")

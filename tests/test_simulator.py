@@ -546,3 +546,13 @@ def _impaired_trace(seed: int) -> list[tuple[float, int, bytes]]:
 def test_same_seed_same_run_other_seed_other_run() -> None:
     assert _impaired_trace(11) == _impaired_trace(11)
     assert _impaired_trace(11) != _impaired_trace(12)
+
+
+def test_transmit_is_a_value() -> None:
+    """What the core hands a binding compares, hashes and prints by content."""
+    addr = ("192.0.2.1", 1)
+    one = Transmit(b"x", addr)
+    assert one == Transmit(b"x", addr) and hash(one) == hash(Transmit(b"x", addr))
+    assert one != Transmit(b"x", addr, ttl=2) and one != Transmit(b"y", addr)
+    assert len({one, Transmit(b"x", addr), Transmit(b"x", addr, 2)}) == 2
+    assert repr(one) == "Transmit(data=b'x', addr=('192.0.2.1', 1), ttl=None)"
