@@ -38,6 +38,7 @@ from .relay import RELAY, RELAY_OVERHEAD, decode_relay, encode_relay
 from .transmit import Addr, Transmit
 
 _STUN_FIRST_BYTES = frozenset(range(4))
+_unpack_transport_header = TRANSPORT_HEADER.unpack_from
 
 
 #: Every datagram `receive_datagram` sees ends in exactly one of these counters or in a
@@ -410,10 +411,11 @@ class Node(NodeTrust):
     def _on_transport(
         self, data: bytes, addr: Addr, now: float, relayed_from: str | None = None
     ) -> None:
-        if len(data) < TRANSPORT_OVERHEAD:
+        size = len(data)
+        if size < TRANSPORT_OVERHEAD:
             self.stats["drop_short_transport"] += 1
             return
-        _, index, counter = TRANSPORT_HEADER.unpack_from(data)
+        _, index, counter = _unpack_transport_header(data)
         entry = self._keypairs_by_index.get(index)
         if entry is None:
             self.stats["drop_unknown_index"] += 1
@@ -438,7 +440,7 @@ class Node(NodeTrust):
         # challenge there; traffic moves only once the PONG proves the address.
         changed, probes = peer.paths.on_authenticated(
             None if relayed_from is not None else addr,
-            len(data),
+            size,
             counter >= kp.replay.highest,
             now,
         )
