@@ -94,6 +94,10 @@ class NodeConfig:
     #: A public node completes handshakes with peers it does not trust (they still get no
     #: application events, only trust frames). Private nodes stay silent to strangers.
     public: bool = False
+    #: Peers we do not trust that may hold delivery state (about 10 KB each) at once, for
+    #: trust frames and refusals; what further ones send is dropped (counted) until
+    #: some of those sessions end.
+    max_untrusted_connections: int = 1024
     #: Stamps below this floor are never used for initiations (the daemon persists
     #: `Node.initiation_floor` so a reboot with a clock set back cannot lock peers out).
     initiation_floor_ns: int = 0

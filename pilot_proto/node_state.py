@@ -52,6 +52,8 @@ class NodeState:
         self._stale: set[Peer] = set()
         #: The earliest `peer.deadline`, as of the last `Node.get_timer` that had stale peers.
         self._earliest_peer_deadline: float | None = None
+        #: Untrusted peers that may hold delivery state (node_trust bounds them).
+        self._untrusted_connections: set[Peer] = set()
         #: Newest initiation stamps of strangers forgotten by `_forget_if_stranger`.
         self._stamps_of_forgotten: dict[str, int] = {}
         self._events: deque[Event] = deque()

@@ -78,6 +78,11 @@ class NodeTrust(RendezvousSessions):
         self, address: str, frame: TrustRequest | TrustAccept | TrustReject, now: float
     ) -> None:
         peer = self._peer(address)
+        if not peer.trusted and peer.connection is None and not self._room_for_untrusted(peer):
+            raise LocalProtocolError(
+                f"{self.config.max_untrusted_connections} untrusted peers hold sessions "
+                "already; try again when some have ended"
+            )
         connection = self._ensure_connection(peer, now)
         connection.send_trust_frame(frame)
         self._touch(peer)
@@ -95,6 +100,9 @@ class NodeTrust(RendezvousSessions):
         except FrameDecodeError:
             stats["drop_untrusted_garbage"] += 1
             return
+        if peer.connection is None and not self._room_for_untrusted(peer):
+            stats["drop_untrusted_over_limit"] += 1
+            return
         stats["accepted_transport"] += 1
         for frame in frames:
             kind = type(frame)
@@ -109,6 +117,22 @@ class NodeTrust(RendezvousSessions):
         # to do it later, and a public node's memory must not fill with strangers.
         if not self._forget_if_stranger(peer):
             self._touch(peer)
+
+
+    def _room_for_untrusted(self, peer: Peer) -> bool:
+        """Whether `peer` (untrusted, without delivery state) may get some. Peers that
+        left, became trusted or lost their state are counted out lazily, when full."""
+        held = self._untrusted_connections
+        if len(held) >= self.config.max_untrusted_connections:
+            peers = self._peers
+            held -= {
+                p for p in held
+                if p.trusted or p.connection is None or peers.get(p.address) is not p
+            }
+            if len(held) >= self.config.max_untrusted_connections:
+                return False
+        held.add(peer)
+        return True
 
 
 def _request_id(request_id: bytes) -> bytes:

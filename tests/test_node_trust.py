@@ -290,3 +290,21 @@ def test_resent_and_repeated_trust_frames_make_one_event_each_and_requests_are_c
     assert len([e for e in events if isinstance(e, TrustRequested)]) == 8
     assert receiver.stats["trust_frame_duplicate"] == 2
     assert receiver.stats["trust_requests_over_limit"] == 13
+
+
+def test_a_public_node_holds_delivery_state_for_a_bounded_number_of_strangers() -> None:
+    lab = Lab()
+    b = lab.node("b", NodeConfig(session=FAST_SESSION, public=True, max_untrusted_connections=2))
+    strangers = [lab.node(f"s{i}") for i in range(3)]
+    for s in strangers:
+        s.node.add_peer(record_of(b.identity), [b.addr])
+        s.node.send_message(b.address, b"hello", lab.net.now)
+    lab.settle(3)
+    assert sorted(len(s.of(MessageFailed)) for s in strangers) == [0, 1, 1]
+    assert b.node.stats["drop_untrusted_over_limit"] >= 1
+    # Once a stranger's session ends, the next one gets its turn.
+    first = next(s for s in strangers if s.of(MessageFailed))
+    waiting = next(s for s in strangers if not s.of(MessageFailed))
+    first.node.close_peer(b.address, lab.net.now)
+    assert lab.run_until(lambda: bool(waiting.of(MessageFailed)), timeout=30)
+    no_internal_errors(b, *strangers)
