@@ -67,6 +67,21 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
     return predicate()
 
 
+def test_a_public_peer_that_does_not_trust_us_refuses_at_once(
+    binding: str, workers: Callable[[str], Worker]
+) -> None:
+    """Every binding raises the same error when the peer refuses (DESIGN 8)."""
+    a = workers(binding).node(os.urandom(32))
+    b = workers(binding).node(os.urandom(32), public=True)
+    a.knows(b)  # b never heard of a: a stranger at a public node
+    with pytest.raises(RemoteError) as refused:
+        a.call("send_messages", address=b.address, count=1, timeout=20)
+    assert refused.value.kind == "MessageRefused"
+    assert "NotTrustedByPeer" in refused.value.kinds
+    assert b.call("stats").get("untrusted_message_frames", 0) >= 1
+    no_internal_errors(a, b)
+
+
 def test_handshake(pair: tuple[Worker, Worker]) -> None:
     a, b = pair
     a.call("connect", address=b.address)

@@ -67,9 +67,10 @@ class AsyncioWorker:
     # ------------------------------------------------------------------ commands
 
     async def op_start(
-        self, seed: str, host: str = "127.0.0.1", port: int = 0, datagram_size: int | None = None
+        self, seed: str, host: str = "127.0.0.1", port: int = 0,
+        datagram_size: int | None = None, public: bool = False,
     ) -> Any:
-        node = Node(identity(seed), config(datagram_size), host=host, port=port)
+        node = Node(identity(seed), config(datagram_size, public), host=host, port=port)
         self.node = await node.start()
         return started(self.node)
 

@@ -59,9 +59,10 @@ class BlockingWorker:
     # ------------------------------------------------------------------ commands
 
     def op_start(
-        self, seed: str, host: str = "127.0.0.1", port: int = 0, datagram_size: int | None = None
+        self, seed: str, host: str = "127.0.0.1", port: int = 0,
+        datagram_size: int | None = None, public: bool = False,
     ) -> Any:
-        node = self.node_class(identity(seed), config(datagram_size), host=host, port=port)
+        node = self.node_class(identity(seed), config(datagram_size, public), host=host, port=port)
         self.node = node.start()
         return started(self.node)
 

@@ -23,12 +23,14 @@ from pilot_proto.delivery import DeliveryConfig
 _write_lock = threading.Lock()
 
 
-def config(datagram_size: int | None = None) -> NodeConfig:
+def config(datagram_size: int | None = None, public: bool = False) -> NodeConfig:
     """Short handshake retries so a lost initiation or a restart costs little test time;
-    `datagram_size` forces the path MTU (no probing)."""
+    `datagram_size` forces the path MTU (no probing); `public` accepts strangers' sessions
+    (which carry them nothing but trust frames and refusals)."""
     return NodeConfig(
         session=replace(SessionConfig(), handshake_retry=0.5, handshake_give_up=20.0),
         delivery=DeliveryConfig(forced_datagram_size=datagram_size),
+        public=public,
     )
 
 
