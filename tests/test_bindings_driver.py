@@ -204,6 +204,27 @@ def test_send_completes_with_the_receipt_once_the_message_is_taken() -> None:
     assert seen == [taken, sent]
 
 
+def test_route_lets_a_reply_leave_with_the_receipt_in_one_datagram() -> None:
+    pair = Pair(NodeConfig(delivery=DeliveryConfig(forced_datagram_size=1200)))
+    pair.a.connect(pair.address_b, pair.now, 5.0, notify)
+    pair.pump(1.0)
+    waiting = pair.b.receive_message(pair.now, None, notify)
+    sent = pair.a.send_message(pair.address_b, b"ask", pair.now, "text", None, 5.0, notify)
+    (request,) = pair.a.poll(pair.now)
+    pair.b.datagram_received(request.data, pair.addrs[0], pair.now)
+    pair.b.route(pair.now)  # the waiting receiver gets the request; nothing is built yet
+    assert waiting.done and waiting.result.data == b"ask"
+    pair.b.send_message(
+        pair.address_a, b"answer", pair.now, "text", waiting.result.message_id, 5.0, notify
+    )
+    (answer,) = pair.b.poll(pair.now)  # the RECEIPT and the reply: one datagram
+    pair.a.datagram_received(answer.data, pair.addrs[1], pair.now)
+    pair.a.poll(pair.now)
+    assert sent.done and sent.outcome() == waiting.result.message_id
+    reply = pair.a.receive_message(pair.now, None, notify)
+    assert reply.done and reply.result.data == b"answer"
+
+
 def test_delivery_timeout_names_the_message_and_it_is_still_delivered() -> None:
     pair = Pair()
     sent = pair.a.send_message(pair.address_b, b"late", pair.now, "text", None, 0.5, notify)

@@ -43,13 +43,16 @@ class Handoff:
 
     The caller queues `call` or `start` to the owner and blocks in `wait`; the owner runs
     it, and the lock is released exactly once: when the call returned, or when the
-    operation's Pending completed."""
+    operation's Pending completed. `on_complete` runs on the owner just before an
+    operation's completion releases the caller (the threads binding lingers then, so the
+    caller's next call can share the packet: a reply with its request's receipt)."""
 
-    __slots__ = ("_error", "_lock", "_result", "pending")
+    __slots__ = ("_error", "_lock", "_on_complete", "_result", "pending")
 
-    def __init__(self, lock: Lock) -> None:
+    def __init__(self, lock: Lock, on_complete: Callable[[], None] | None = None) -> None:
         lock.acquire()
         self._lock = lock
+        self._on_complete = on_complete
         self._result: Any = None
         self._error: BaseException | None = None
         self.pending: Pending | None = None
@@ -73,6 +76,8 @@ class Handoff:
 
     def _notify(self, pending: Pending) -> None:
         self.pending = pending
+        if self._on_complete is not None:
+            self._on_complete()
         self._lock.release()
 
     def wait(self, timeout: float = -1) -> bool:

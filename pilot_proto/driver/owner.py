@@ -202,6 +202,12 @@ class Driver:
         self._wakeup = timer
         return out
 
+    def route(self, now: float) -> None:
+        """Route the core's queued events to their waiters without building packets yet.
+        A binding that lets the callers it completed make their next call first (their
+        reply, their next request) then polls once, and everything shares one packet."""
+        self._dispatch(now)
+
     def _flush(self, now: float) -> list[Transmit]:
         self._dispatch(now)
         out = self.node.datagrams_to_send(now)
