@@ -111,6 +111,9 @@ class Driver:
         #: can take its own traffic before the application sees it.
         self.on_event = on_event
         self.closed = False
+        #: Waiting calls completed so far (results and errors): a binding compares it
+        #: around a call to learn whether a caller was released.
+        self.completions = 0
         #: Timers of other sans-IO objects on this node: (get_timer, handle_timer).
         self._timer_sources: list[tuple[Callable[[], float | None], Callable[[float], None]]] = []
         #: Binding-level counters (datagrams dropped on a full send buffer, GSO sends...).
@@ -202,11 +205,15 @@ class Driver:
         self._wakeup = timer
         return out
 
-    def route(self, now: float) -> None:
-        """Route the core's queued events to their waiters without building packets yet.
-        A binding that lets the callers it completed make their next call first (their
-        reply, their next request) then polls once, and everything shares one packet."""
+    def route(self, now: float) -> bool:
+        """Route the core's queued events to their waiters without building packets yet;
+        True if that completed a waiting call. The binding then lets the callers it
+        completed make their next call (a reply, the next request) before it polls, in
+        the same wake-up, and all of it shares one packet: a reply leaves with the
+        RECEIPT of the request it answers instead of a datagram each."""
+        before = self.completions
         self._dispatch(now)
+        return self.completions != before
 
     def _flush(self, now: float) -> list[Transmit]:
         self._dispatch(now)
@@ -631,6 +638,7 @@ class Driver:
             pending.done = True
             if pending._on_timeout is not None:
                 self._stale_deadlines += 1
+            self.completions += 1
             pending._notify(pending)
         return pending
 
@@ -641,6 +649,7 @@ class Driver:
             pending._give_back = None
             if pending._on_timeout is not None:
                 self._stale_deadlines += 1
+            self.completions += 1
             pending._notify(pending)
         return pending
 

@@ -23,7 +23,7 @@ from pilot_proto.delivery import DatagramReceived, MessageReceived
 from pilot_proto.driver import Driver, Notify, Pending, UdpPort
 from pilot_proto.errors import NodeClosed
 from pilot_proto.events import Event, PeerInfo
-from pilot_proto.transmit import Addr
+from pilot_proto.transmit import Addr, Transmit
 
 from .stream import Stream
 
@@ -147,8 +147,18 @@ class Node:
 
     def _on_readable(self) -> None:
         assert self._udp is not None
-        self._udp.drain(self._driver.poll, _monotonic)
+        self._udp.drain(self._poll_after_read, _monotonic)
         self._arm_timer()
+
+    def _poll_after_read(self, now: float) -> Sequence[Transmit]:
+        """The drain's poll. When what arrived completed an awaiting task, build nothing
+        yet: the poll scheduled now runs after that task's step in this loop turn, so
+        its next call (a reply, the next request) shares the packet with the RECEIPT
+        and ACK that are due."""
+        if self._driver.route(now):
+            self._kick()
+            return ()
+        return self._driver.poll(now)
 
     def _on_timer(self) -> None:
         self._timer = None

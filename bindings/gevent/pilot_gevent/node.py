@@ -14,7 +14,7 @@ import logging
 import os
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -28,7 +28,7 @@ from pilot_proto import Node as CoreNode
 from pilot_proto.driver import BlockingNode, Driver, Handoff, Notify, Pending, UdpPort
 from pilot_proto.errors import NodeClosed
 from pilot_proto.events import Event
-from pilot_proto.transmit import Addr
+from pilot_proto.transmit import Addr, Transmit
 
 T = TypeVar("T")
 
@@ -139,8 +139,18 @@ class Node(BlockingNode):
 
     def _on_readable(self) -> None:
         assert self._udp is not None
-        self._udp.drain(self._driver.poll, _monotonic)
+        self._udp.drain(self._poll_after_read, _monotonic)
         self._arm_timer()
+
+    def _poll_after_read(self, now: float) -> Sequence[Transmit]:
+        """The drain's poll. When what arrived completed a waiting greenlet, build nothing
+        yet: the poll scheduled now runs after that greenlet in this loop turn, so its
+        next call (a reply, the next request) shares the packet with the RECEIPT and ACK
+        that are due."""
+        if self._driver.route(now):
+            self._kick()
+            return ()
+        return self._driver.poll(now)
 
     def _on_timer(self) -> None:
         self._timer_at = None

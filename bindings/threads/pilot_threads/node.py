@@ -194,21 +194,22 @@ class Node(BlockingNode):
         """Run the calls other threads queued. A caller that finds `_woken` set relies on
         this loop seeing its call, so it is cleared only with the queue found empty."""
         calls = self._calls
+        before = self._driver.completions
         while True:
             while calls:
                 calls.popleft()()
                 self._owed = True
             self._woken = False
             if not calls:
-                return
+                break
+        if self._driver.completions != before:
+            self._completed = True
 
     def _poll_after_read(self, now: float) -> Sequence[Transmit]:
         """The drain's poll: route what arrived; if that completed a blocked caller, hold
         the packets back (`_linger` gives the caller a moment to make its next call)."""
-        self._completed = False
-        self._driver.route(now)
-        if self._completed:
-            self._owed = True
+        if self._driver.route(now):
+            self._completed = self._owed = True
             return ()
         self._owed = False
         return self._driver.poll(now)
@@ -240,9 +241,6 @@ class Node(BlockingNode):
             if wake_selector.select(left):
                 self._drain_wake()
         return True
-
-    def _note_completion(self) -> None:
-        self._completed = True
 
     def _fail_queued_calls(self) -> None:
         while self._calls:
@@ -278,7 +276,7 @@ class Node(BlockingNode):
             raise NodeClosed()
         if threading.get_ident() == self._owner:
             raise RuntimeError("blocking pilot calls cannot run on the node's own I/O thread")
-        handoff = Handoff(threading.Lock(), self._note_completion)
+        handoff = Handoff(threading.Lock())
         self._post(lambda: handoff.start(start, _monotonic()))
         try:
             self._block(handoff)
