@@ -85,7 +85,17 @@ def measure_rtt(ctx: BenchContext, binding: str) -> float:
             "--peer-seed", responder_seed, "--port", str(port), "--size", str(ECHO_SIZE),
             "--seconds", str(p.seconds), "--max-count", str(p.max_round_trips),
         ) as requester:  # fmt: skip
-            return result_number(requester.result(p.seconds + WORKER_SLACK), "median_us")
+            result = requester.result(p.seconds + WORKER_SLACK)
+    # Where the time goes, for the reader of the run: the requester's CPU per exchange and
+    # its datagrams each way (the raw echo it is compared with sends one each way).
+    print(
+        f"[bindings] {binding} message round trip: requester CPU "
+        f"{result.get('cpu_us', 0.0):.0f} us, datagrams per exchange sent "
+        f"{result.get('datagrams_sent_per_trip', 0.0):.2f} / received "
+        f"{result.get('datagrams_received_per_trip', 0.0):.2f}",
+        file=sys.stderr,
+    )
+    return result_number(result, "median_us")
 
 
 def measure_goodput(ctx: BenchContext, binding: str, forced: int | None) -> tuple[float, int]:

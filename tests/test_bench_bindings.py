@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -100,5 +101,16 @@ def test_quick_run_gives_every_binding_figure_with_its_baselines(tmp_path: Path)
             if "target" in records[name]:
                 assert isinstance(records[name]["target_met"], bool)
         assert "target" in records[rtt] and "target" in forced and "target" in forced_quic
+        # Like with like: an exchange is one datagram each way, as in the raw echo (a
+        # RECEIPT or ACK of its own would cost both sides a wake-up). pilot_threads may
+        # send one alone when a loaded machine keeps the replying thread off the CPU.
+        match = re.search(
+            rf"\[bindings\] {binding} message round trip: .* datagrams per exchange "
+            r"sent ([0-9.]+) / received ([0-9.]+)",
+            proc.stderr,
+        )
+        assert match is not None, proc.stderr[-2000:]
+        most = 2.0 if binding == "threads" else 1.2
+        assert 0.9 <= float(match[1]) <= most and 0.9 <= float(match[2]) <= most, match[0]
 
     assert _leftovers(marker) == [], "a worker or redis-server outlived the run"

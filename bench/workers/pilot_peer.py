@@ -69,6 +69,17 @@ def _cpu_per_trip(cpu_start: float, trips: int) -> float:
     return (time.process_time() - cpu_start) / max(trips, 1) * 1e6
 
 
+def _datagrams_per_trip(
+    before: dict[str, int], after: dict[str, int], trips: int
+) -> dict[str, float]:
+    """Datagrams this node sent and received per exchange (the raw echo baseline is one
+    each way): what the figure compares like with like."""
+    return {
+        f"datagrams_{kind}_per_trip": (after.get(key, 0) - before.get(key, 0)) / max(trips, 1)
+        for kind, key in (("sent", "datagrams_sent"), ("received", "datagrams_received"))
+    }
+
+
 def _goodput(total: int, elapsed: float, info: Any) -> dict[str, object]:
     return {
         "bytes": total,
@@ -109,6 +120,7 @@ def run_asyncio(role: str, args: argparse.Namespace, setup: Setup) -> None:
         clock = time.perf_counter
         end = clock() + args.seconds
         cpu = time.process_time()
+        counters = node.stats()
         for done in range(1, _WARMUP + args.max_count + 1):
             start = clock()
             await node.send_message(setup.peer, payload, type="binary")
@@ -118,7 +130,10 @@ def run_asyncio(role: str, args: argparse.Namespace, setup: Setup) -> None:
                 samples.add(now - start)
                 if now >= end:
                     break
-        return samples.summary(loop=loop_name, cpu_us=_cpu_per_trip(cpu, done))
+        return samples.summary(
+            loop=loop_name, cpu_us=_cpu_per_trip(cpu, done),
+            **_datagrams_per_trip(counters, node.stats(), done),
+        )  # fmt: skip
 
     async def bulk(node: Node) -> dict[str, object]:
         chunk = bytes(_CHUNK)
@@ -193,6 +208,7 @@ def run_blocking(binding: str, role: str, args: argparse.Namespace, setup: Setup
         clock = time.perf_counter
         end = clock() + args.seconds
         cpu = time.process_time()
+        counters = node.stats()
         for done in range(1, _WARMUP + args.max_count + 1):
             start = clock()
             node.send_message(setup.peer, payload, type="binary")
@@ -202,7 +218,10 @@ def run_blocking(binding: str, role: str, args: argparse.Namespace, setup: Setup
                 samples.add(now - start)
                 if now >= end:
                     break
-        return samples.summary(loop=binding, cpu_us=_cpu_per_trip(cpu, done))
+        return samples.summary(
+            loop=binding, cpu_us=_cpu_per_trip(cpu, done),
+            **_datagrams_per_trip(counters, node.stats(), done),
+        )  # fmt: skip
 
     def bulk(node: Any) -> dict[str, object]:
         chunk = bytes(_CHUNK)

@@ -335,6 +335,7 @@ class UdpPort:
         for target, buffers, ancillary in sendmsg_calls(transmits, self.gso, self.ipv6, stats):
             try:
                 self.sock.sendmsg(buffers, ancillary, 0, target)
+                stats["datagrams_sent"] += len(buffers)
                 if ancillary and ancillary[0][1] == UDP_SEGMENT:
                     stats["gso_sends"] += 1
             except (BlockingIOError, InterruptedError):
