@@ -182,11 +182,12 @@ class Node(BlockingNode):
             self._fail_queued_calls()
 
     def _drain_wake(self) -> None:
+        # One read takes every byte queued (callers write one per wake-up, and only while
+        # `_woken` is clear); bytes written later make the socket readable again.
         wake_r = self._wake_r
         assert wake_r is not None
         try:
-            while wake_r.recv(4096):
-                pass
+            wake_r.recv(4096)
         except BlockingIOError:
             pass
 
