@@ -331,6 +331,8 @@ class UdpPort:
 
     def send(self, transmits: Sequence[Transmit]) -> None:
         """Send without blocking: a full send buffer drops (the core retransmits)."""
+        if not transmits:
+            return  # most polls between packets have nothing to send
         stats = self._stats
         for target, buffers, ancillary in sendmsg_calls(transmits, self.gso, self.ipv6, stats):
             try:
