@@ -11,10 +11,13 @@ import contextlib
 import json
 import os
 import select
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +111,50 @@ class Agent:
         if (self.home / "daemon.lock").exists():
             with contextlib.suppress(Exception):
                 self.run("daemon", "stop", timeout=40)
+
+
+class World:
+    """A rendezvous and agents a and b under one temporary root; more on demand."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.servers: list[RendezvousServer] = []
+        self.agents: list[Agent] = []
+        self.rendezvous = self.server("rendezvous")
+        self.a = self.agent("a")
+        self.b = self.agent("b")
+        self.a_id = ""
+        self.b_id = ""
+
+    @classmethod
+    @contextlib.contextmanager
+    def temporary(cls, prefix: str) -> Iterator[World]:
+        """A world in a fresh temporary directory; everything stopped and removed after."""
+        root = Path(tempfile.mkdtemp(prefix=prefix))
+        world: World | None = None
+        try:
+            world = cls(root)
+            yield world
+        finally:
+            if world is not None:
+                world.close()
+            shutil.rmtree(root, ignore_errors=True)
+
+    def server(self, name: str, listen: str = "127.0.0.1:0") -> RendezvousServer:
+        server = RendezvousServer(self.root / name, listen)
+        self.servers.append(server)
+        return server
+
+    def agent(self, name: str) -> Agent:
+        agent = Agent(self.root / name)
+        self.agents.append(agent)
+        return agent
+
+    def close(self) -> None:
+        for agent in self.agents:
+            agent.stop_quietly()
+        for server in self.servers:
+            server.stop()
 
 
 def wait_for(condition: Any, timeout: float = 10.0, interval: float = 0.05) -> Any:

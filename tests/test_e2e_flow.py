@@ -13,10 +13,8 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import signal
 import socket
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -24,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pilot_processes import Agent, RendezvousServer, pid_alive, wait_for
+from pilot_processes import Agent, World, pid_alive, wait_for
 
 from pilot_daemon.client import LocalClient
 from pilot_daemon.errors import PilotctlError
@@ -35,45 +33,10 @@ INBOX_FIELDS = ["id", "type", "from", "from_hostname", "data", "bytes", "receive
                 "reply_to"]
 
 
-class World:
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.servers: list[RendezvousServer] = []
-        self.agents: list[Agent] = []
-        self.rendezvous = self.server("rendezvous")
-        self.a = self.agent("a")
-        self.b = self.agent("b")
-        self.a_id = ""
-        self.b_id = ""
-
-    def server(self, name: str, listen: str = "127.0.0.1:0") -> RendezvousServer:
-        server = RendezvousServer(self.root / name, listen)
-        self.servers.append(server)
-        return server
-
-    def agent(self, name: str) -> Agent:
-        agent = Agent(self.root / name)
-        self.agents.append(agent)
-        return agent
-
-    def close(self) -> None:
-        for agent in self.agents:
-            agent.stop_quietly()
-        for server in self.servers:
-            server.stop()
-
-
 @pytest.fixture(scope="module")
 def world() -> Iterator[World]:
-    root = Path(tempfile.mkdtemp(prefix="pilot-e2e-"))
-    w: World | None = None
-    try:
-        w = World(root)
+    with World.temporary("pilot-e2e-") as w:
         yield w
-    finally:
-        if w is not None:
-            w.close()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def inbox_files(agent: Agent) -> list[Path]:

@@ -9,51 +9,20 @@ One world per module (a rendezvous, agent-a private, agent-b public), used in fi
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-from pilot_processes import Agent, RendezvousServer, wait_for
-
-
-class World:
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.rendezvous = RendezvousServer(root / "rendezvous")
-        self.agents: list[Agent] = []
-        self.a = self.agent("a")
-        self.b = self.agent("b")
-        self.ids: dict[str, str] = {}
-
-    def agent(self, name: str) -> Agent:
-        agent = Agent(self.root / name)
-        self.agents.append(agent)
-        return agent
-
-    def close(self) -> None:
-        for agent in self.agents:
-            agent.stop_quietly()
-        self.rendezvous.stop()
+from pilot_processes import Agent, World, wait_for
 
 
 @pytest.fixture(scope="module")
 def world() -> Iterator[World]:
-    root = Path(tempfile.mkdtemp(prefix="pilot-e2e-trust-"))
-    w: World | None = None
-    try:
-        w = World(root)
+    with World.temporary("pilot-e2e-trust-") as w:
         rv = w.rendezvous.hostport
-        w.ids["a"] = w.a.start("--hostname", "agent-a", "--rendezvous", rv)["node_id"]
-        w.ids["b"] = w.b.start("--hostname", "agent-b", "--rendezvous", rv,
-                               "--public")["node_id"]
+        w.a_id = w.a.start("--hostname", "agent-a", "--rendezvous", rv)["node_id"]
+        w.b_id = w.b.start("--hostname", "agent-b", "--rendezvous", rv, "--public")["node_id"]
         yield w
-    finally:
-        if w is not None:
-            w.close()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def inbox_count(agent: Agent) -> int:
@@ -68,22 +37,22 @@ def test_in_session_handshake_approve_then_messages(world: World) -> None:
 
     asked = a.ok("handshake", "agent-b", "--justification", "task routing")
     assert (asked["status"], asked["via"], asked["node_id"]) == (
-        "requested", "session", world.ids["b"])
+        "requested", "session", world.b_id)
     pending = wait_for(lambda: b.ok("pending"))
     assert [(p["node_id"], p["hostname"], p["justification"]) for p in pending] == [
-        (world.ids["a"], "agent-a", "task routing")]
+        (world.a_id, "agent-a", "task routing")]
 
-    b.ok("approve", world.ids["a"])
+    b.ok("approve", world.a_id)
     sent = a.ok("send-message", "agent-b", "--data", "run subtask: analyze document X")
     assert sent["delivered"] is True
-    assert [t["node_id"] for t in a.ok("trust")] == [world.ids["b"]]
+    assert [t["node_id"] for t in a.ok("trust")] == [world.b_id]
     inbox = b.ok("inbox")
-    assert [(m["from"], m["from_hostname"]) for m in inbox] == [(world.ids["a"], "agent-a")]
+    assert [(m["from"], m["from_hostname"]) for m in inbox] == [(world.a_id, "agent-a")]
 
 
 def test_untrusted_sender_fails_fast_with_not_trusted(world: World) -> None:
     a, b = world.a, world.b
-    assert b.ok("untrust", world.ids["a"])["removed"] is True
+    assert b.ok("untrust", world.a_id)["removed"] is True
     before = inbox_count(b)
     # b is public: a still reaches it and makes a session, but b refuses the message and
     # a hears so at once (a REFUSED frame), instead of waiting 30 s for a receipt.
@@ -95,7 +64,7 @@ def test_untrusted_sender_fails_fast_with_not_trusted(world: World) -> None:
     assert body["hint"] == "ask for trust first: pilotctl handshake agent-b"
     human = a.run("send-message", "agent-b", "--data", "and now?", timeout=25)
     assert human.returncode == 1 and human.stderr.startswith(
-        f"error: agent-b ({world.ids['b']}) does not trust this node")
+        f"error: agent-b ({world.b_id}) does not trust this node")
     assert inbox_count(b) == before
     assert b.ok("pending") == []
 
