@@ -216,6 +216,20 @@ def test_a_refusal_fails_only_messages_that_peer_was_sent() -> None:
     assert _events(sender) == [MessageFailed("peer", message_id, "not_trusted")]
 
 
+def test_many_refused_messages_out_of_order_still_all_fail_at_the_sender() -> None:
+    lab = Lab()
+    a, b = public_pair(lab)
+    lab.net.set_link(a.addr, b.addr, LinkConditions(reorder=0.5, reorder_delay=0.05))
+    sent = {a.node.send_message(b.address, b"m%d" % i, lab.net.now) for i in range(120)}
+    assert lab.run_until(lambda: len(a.of(MessageFailed)) == 120, timeout=60)
+    assert {e.message_id for e in a.of(MessageFailed)} == sent
+    assert b.of(MessageReceived) == []
+    b.node.set_trust(a.address, True, lab.net.now)
+    a.node.send_message(b.address, b"welcome now", lab.net.now)
+    assert lab.run_until(lambda: bool(b.of(MessageReceived)), timeout=10)
+    no_internal_errors(a, b)
+
+
 def test_an_untrusted_receiver_keeps_only_small_bounded_state() -> None:
     receiver = _connection()
     frames = []
@@ -229,6 +243,8 @@ def test_an_untrusted_receiver_keeps_only_small_bounded_state() -> None:
     # Out of order (base 0 never came): at most 32 refused places are kept, no data.
     assert stats["messages_refused"] == 32
     assert stats["untrusted_refusal_backlog_full"] == 168
+    # Those packets were left unacknowledged: their messages come again later.
+    assert stats["untrusted_packet_deferred"] == 168
 
 
 def test_refusals_are_rate_limited_and_never_larger_than_their_cause() -> None:

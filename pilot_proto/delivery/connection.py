@@ -668,6 +668,14 @@ class Connection:
             self._take_frames(payload, packet_number, frames, now)  # counts and drops it
             return
         stats = self._stats
+        messages = sum(1 for frame in frames if type(frame) is Message)
+        if messages:
+            if self._refusals is None:
+                self._refusals = RefusalLimiter(stats)
+            if not self._refusals.covers(messages, now):
+                # Refusals are rate-limited per peer: this packet comes again later.
+                stats["untrusted_packet_deferred"] += 1
+                return
         kept: list[Frame] = []
         refused: list[bytes] = []
         eliciting = deferred = False
@@ -687,6 +695,9 @@ class Connection:
                     refused.append(frame.message_id)  # type: ignore[union-attr]
                 else:
                     stats[f"untrusted_{outcome}"] += 1
+                    # No room to note its place: the packet must come again, or the
+                    # message sequence would wait for this message for ever.
+                    deferred = deferred or outcome == "refusal_backlog_full"
             elif kind is Stream:
                 eliciting = True
                 count = self._streams.refuse(
@@ -704,16 +715,14 @@ class Connection:
                 stats["untrusted_datagram_dropped"] += 1
             else:
                 kept.append(frame)
-        if refused:
-            if self._refusals is None:
-                self._refusals = RefusalLimiter(stats)
-            self._control.reliable.extend(self._refusals.take(refused, now))
+        if refused and self._refusals is not None:
+            self._control.reliable.extend(self._refusals.take(refused))
         if self._incoming.window.update_due():
             self._max_message_data_due = True
         if deferred:
-            # Too many refused streams wait for their final sizes: leave the packet
-            # unacknowledged, so its frames come again once those are gone. What it
-            # carried besides is idempotent (refusals, trust frames, ACKs).
+            # Too many refused streams or messages wait: leave the packet unacknowledged,
+            # so its frames come again once those are gone. What it carried besides is
+            # idempotent (refusals, trust frames, ACKs).
             stats["untrusted_packet_deferred"] += 1
             return
         if eliciting:

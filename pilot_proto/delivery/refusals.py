@@ -22,8 +22,7 @@ REFUSALS_PER_SECOND = 32.0
 
 
 class RefusalLimiter:
-    """A token bucket per peer: refusals beyond it are counted, not sent (the sender then
-    times out on those messages, as it would with a silent receiver)."""
+    """A token bucket per peer for message refusals."""
 
     __slots__ = ("_at", "_stats", "_tokens")
 
@@ -32,20 +31,26 @@ class RefusalLimiter:
         self._tokens = float(REFUSAL_BURST)
         self._at: float | None = None
 
-    def take(self, message_ids: list[bytes], now: float) -> list[bytes]:
-        """The REFUSED frames to send for `message_ids` now, within the budget."""
+    def covers(self, count: int, now: float) -> bool:
+        """Whether `count` refusals may go now (a packet holds more MESSAGE frames than
+        the burst only on a huge path MTU: it needs a full bucket)."""
         if self._at is not None:
             self._tokens = min(
                 float(REFUSAL_BURST), self._tokens + (now - self._at) * REFUSALS_PER_SECOND
             )
         self._at = now
-        allowed = min(len(message_ids), int(self._tokens))
-        self._tokens -= allowed
-        if allowed < len(message_ids):
-            self._stats["refusals_rate_limited"] += len(message_ids) - allowed
-        granted = message_ids[:allowed]
-        self._stats["messages_refused"] += len(granted)
+        if self._tokens >= min(count, REFUSAL_BURST):
+            return True
+        self._stats["refusals_rate_limited"] += 1
+        return False
+
+    def take(self, message_ids: list[bytes]) -> list[bytes]:
+        """The REFUSED frames for `message_ids`, after `covers` said yes. A packet with
+        more messages than the burst (a huge path MTU) leaves the bucket in debt, which
+        later packets wait out: every refused message is still answered, once."""
+        self._tokens -= len(message_ids)
+        self._stats["messages_refused"] += len(message_ids)
         return [
-            encode_frame(Refused(tuple(granted[start : start + MAX_REFUSED_IDS])))
-            for start in range(0, len(granted), MAX_REFUSED_IDS)
+            encode_frame(Refused(tuple(message_ids[start : start + MAX_REFUSED_IDS])))
+            for start in range(0, len(message_ids), MAX_REFUSED_IDS)
         ]
