@@ -74,7 +74,10 @@ class Node(BlockingNode):
         self._owner = -1
         self._wake_r: socket.socket | None = None
         self._wake_w: socket.socket | None = None
-        self._wake_selector: selectors.BaseSelector | None = None
+        #: While the I/O thread lingers it waits on this lock (it holds it otherwise), and
+        #: a caller's `_post` releases it: cheaper than a byte through the socketpair.
+        self._doorbell = threading.Lock()
+        self._lingering = False
         self._owed = False  # a poll is due before the loop waits again
         self._completed = False  # a blocked caller was completed since the last check
 
@@ -145,12 +148,13 @@ class Node(BlockingNode):
         selector = selectors.DefaultSelector()
         selector.register(udp.sock, selectors.EVENT_READ, True)
         selector.register(wake_r, selectors.EVENT_READ, False)
-        wake_selector = self._wake_selector = selectors.DefaultSelector()
-        wake_selector.register(wake_r, selectors.EVENT_READ)
+        self._doorbell.acquire()
         try:
             while not self._stopping:
                 wakeup = driver.next_wakeup()
                 delay = None if wakeup is None else max(wakeup - _monotonic(), 0.0)
+                if self._calls:
+                    delay = 0.0  # posted by a caller that rang a linger just ending
                 readable = False
                 for key, _ in selector.select(delay):
                     if key.data:
@@ -174,7 +178,6 @@ class Node(BlockingNode):
             self._stopping = True
             self._owner = -1  # a later thread may get this ident
             selector.close()
-            wake_selector.close()
             if self._owns_socket:
                 udp.close()
             wake_r.close()
@@ -232,16 +235,19 @@ class Node(BlockingNode):
 
     def _await_call(self) -> bool:
         """Wait up to _LINGER for a queued call; False if none came."""
-        wake_selector = self._wake_selector
-        assert wake_selector is not None
         deadline = _monotonic() + _LINGER
-        while not self._calls:
-            left = deadline - _monotonic()
-            if left <= 0:
-                return False
-            if wake_selector.select(left):
-                self._drain_wake()
-        return True
+        self._lingering = True
+        try:
+            # A ring that came after the last wait ended leaves the lock free: the loop
+            # then finds no call and waits again.
+            while not self._calls:
+                left = deadline - _monotonic()
+                if left <= 0:
+                    return False
+                self._doorbell.acquire(True, left)
+            return True
+        finally:
+            self._lingering = False
 
     def _fail_queued_calls(self) -> None:
         while self._calls:
@@ -254,6 +260,12 @@ class Node(BlockingNode):
         if self._stopping or self._thread is None:
             raise NodeClosed()
         self._calls.append(call)
+        if self._lingering:
+            try:
+                self._doorbell.release()
+            except RuntimeError:
+                pass  # rung already
+            return
         if not self._woken and self._wake_w is not None:
             self._woken = True
             try:
