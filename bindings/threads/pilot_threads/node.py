@@ -3,7 +3,9 @@
 One thread owns the socket and the core (DESIGN 1: the core is single-owner). It waits in
 a `selectors` selector on the UDP socket and one end of a socketpair; a caller in another
 thread queues its call and writes a byte to the other end, then blocks on a lock the I/O
-thread releases when the core has answered.
+thread releases when the core has answered. Having completed a caller, the I/O thread
+lingers briefly for that caller's next call (waiting on a lock the call releases), so a
+reply leaves in one datagram with the RECEIPT of the request it answers.
 """
 
 from __future__ import annotations
