@@ -19,9 +19,9 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 import gevent  # type: ignore[import-untyped]  # gevent ships no type hints
-import gevent.event  # type: ignore[import-untyped]
 from gevent import monkey
 from gevent import socket as gsocket
+from gevent.hub import Waiter  # type: ignore[import-untyped]
 
 from pilot_proto import Identity, NodeConfig
 from pilot_proto import Node as CoreNode
@@ -224,12 +224,24 @@ class Node(BlockingNode):
         now = self._now()
         if _get_ident() != self._owner:
             return self._wait_foreign(start)
-        event = gevent.event.Event()
-        pending = start(now, lambda pending: event.set())
+        # A bare hub Waiter, made only when the call has to wait (a receive often finds
+        # its message queued): the completion switches back to this greenlet from a hub
+        # callback in the same loop turn. A switch after the wait was given up only
+        # stores the value in the Waiter.
+        waiters: list[Waiter] = []
+        run_callback = self._loop.run_callback
+
+        def notify(pending: Pending) -> None:
+            if waiters:
+                run_callback(waiters[0].switch, None)
+
+        pending = start(now, notify)
         self._kick()
         if not pending.done:
+            waiter = Waiter()
+            waiters.append(waiter)
             try:
-                event.wait()
+                waiter.get()
             except BaseException:  # GreenletExit (kill), gevent.Timeout, KeyboardInterrupt
                 self._driver.abandon(pending, _monotonic())
                 self._kick()
