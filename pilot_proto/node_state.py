@@ -57,6 +57,9 @@ class NodeState:
         #: Newest initiation stamps of strangers forgotten by `_forget_if_stranger`.
         self._stamps_of_forgotten: dict[str, int] = {}
         self._events: deque[Event] = deque()
+        #: The same queue `next_event` pops, for an owner that drains it in a loop (the
+        #: driver): one test per wake-up instead of a call per event. Only pop from it.
+        self.events = self._events
         self._listening_ports: set[int] = set()
         self._bindings = BindingCache()
         self._clock = InitiationClock(self.config.initiation_floor_ns)

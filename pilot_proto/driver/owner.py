@@ -679,18 +679,19 @@ class Driver:
 
     def _dispatch(self, now: float) -> bool:
         """Route every queued core event; True if there were any."""
-        node = self.node
+        events = self.node.events
+        if not events:
+            return False  # most calls: an exchange routes its events in one of three
         handlers = self._handlers
         hook = self.on_event
-        any_event = False
-        while (event := node.next_event()) is not None:
-            any_event = True
+        while events:
+            event = events.popleft()
             if hook is not None and hook(event):
                 continue
             handler = handlers.get(type(event))
             if handler is not None:
                 handler(event, now)
-        return any_event
+        return True
 
     def _on_message(self, event: MessageReceived, now: float) -> None:
         pending = _first_waiting(self._message_waiters)
