@@ -9,6 +9,7 @@ from delivery_harness import frames_strategy
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from pilot_proto.delivery.acks import AckTracker
 from pilot_proto.delivery.frames import (
     MAX_REASON_BYTES,
     Ack,
@@ -25,6 +26,7 @@ from pilot_proto.delivery.frames import (
     encode_frame,
     encode_payload,
 )
+from pilot_proto.delivery.messages import OutgoingMessage, OutgoingMessages
 from pilot_proto.delivery.ranges import RangeSet
 from pilot_proto.delivery.varint import (
     MAX_VARINT,
@@ -217,3 +219,45 @@ def test_rangeset_remove_below() -> None:
     assert list(ranges) == [(25, 30)]
     ranges.remove_below(40)
     assert list(ranges) == []
+
+
+# ------------------------------------------------------- the exchange's hand-encoded frames
+
+_VARINT_EDGES = (0, 63, 64, 16383, 16384, 2**30 - 1, 2**30)
+
+
+@pytest.mark.parametrize(
+    ("largest", "length"),
+    [(0, 0), (63, 63), (64, 64), (16383, 16383), (16384, 16384), (2**30, 0), (2**30, 16384)],
+)
+@pytest.mark.parametrize("delay", (-5, *_VARINT_EDGES))
+def test_ack_tracker_frame_is_the_codec_frame_at_every_varint_length(
+    largest: int, length: int, delay: int
+) -> None:
+    # AckTracker.build_frame writes a one-range ACK by hand (two-byte varints inline):
+    # it must be byte for byte what the codec writes and reads back.
+    tracker = AckTracker(max_ack_delay=0.025, threshold=2, max_ack_ranges=32)
+    low = largest - length
+    for number in range(low, largest + 1):
+        tracker.on_packet(number, True, 1.0)
+    now = 1.0 + delay / 1e6
+    frame = tracker.build_frame(now, 32)
+    expected = Ack(((low, largest),), max(int((now - 1.0) * 1_000_000), 0))  # as it rounds
+    assert frame == encode_frame(expected)
+    assert decode_payload(b"\x00" + frame) == (0, [expected])
+
+
+@pytest.mark.parametrize("size", (0, 1, 63, 64, 200, 16383, 16384, 70000))
+@pytest.mark.parametrize("reply_to", (None, bytes(range(16))))
+def test_first_message_chunk_is_the_codec_frame_at_every_length(
+    size: int, reply_to: bytes | None
+) -> None:
+    outgoing = OutgoingMessages(1 << 30)
+    data = bytes(range(256)) * (size // 256) + bytes(size % 256)
+    message = OutgoingMessage(b"m" * 16, 1, data, reply_to)
+    outgoing.next_base = 5_000_000  # a four-byte base
+    outgoing.add(message)
+    parts: list[bytes | memoryview] = []
+    outgoing.fill(parts, [], 100_000)
+    sent = b"".join(parts)
+    assert sent == encode_frame(Message(5_000_000, b"m" * 16, "json", size, 0, data, reply_to))

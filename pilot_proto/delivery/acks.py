@@ -11,9 +11,13 @@ Packets that only carry ACKs or PADDING are recorded but never ACKed on their ow
 
 from __future__ import annotations
 
+import struct
+
 from .frames import encode_ack
 from .ranges import RangeSet
 from .varint import encode_varint
+
+_pack_u16 = struct.Struct(">H").pack
 
 __all__ = ["AckTracker"]
 
@@ -89,13 +93,17 @@ class AckTracker:
         self.unacked_packets = 0
         delay_us = int((now - self.largest_received_time) * 1_000_000)
         high = ranges.high - 1
+        length = high - ranges.low
+        # The three varints are mostly two bytes long in a running exchange: inline.
         return b"".join(
             (
                 b"\x03",
-                encode_varint(high),
-                encode_varint(delay_us if delay_us > 0 else 0),
+                _pack_u16(high | 0x4000) if 0x40 <= high < 0x4000 else encode_varint(high),
+                _pack_u16(delay_us | 0x4000)
+                if 0x40 <= delay_us < 0x4000
+                else encode_varint(delay_us if delay_us > 0 else 0),
                 b"\x00",
-                encode_varint(high - ranges.low),
+                _pack_u16(length | 0x4000) if 0x40 <= length < 0x4000 else encode_varint(length),
             )
         )
 

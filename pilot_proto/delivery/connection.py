@@ -98,6 +98,7 @@ __all__ = [
 KIND_MAX_MESSAGE_DATA = 5
 
 _SEARCHING = PmtuState.SEARCHING
+_pack_u16 = struct.Struct(">H").pack
 _pack_u32 = struct.Struct(">I").pack
 _unpack_u32 = struct.Struct(">I").unpack_from
 _unpack_offset_length = struct.Struct(">IH").unpack_from
@@ -1115,6 +1116,9 @@ class Connection:
         if 0x4000 <= packet_number < 0x40000000:
             number = _pack_u32(packet_number | 0x80000000)
             space = max_payload - 5  # one byte kept for IMMEDIATE_ACK
+        elif 0x40 <= packet_number < 0x4000:
+            number = _pack_u16(packet_number | 0x4000)
+            space = max_payload - 3
         else:
             number = encode_varint(packet_number)
             space = max_payload - len(number) - 1

@@ -53,6 +53,7 @@ __all__ = [
     "encode_frame",
     "encode_payload",
     "message_frame_header",
+    "message_frame_prefix",
     "stream_frame_header",
 ]
 
@@ -237,6 +238,7 @@ Frame = (
 # --------------------------------------------------------------------------- encoding
 
 _ONE = [bytes((value,)) for value in range(256)]
+_pack_u16 = struct.Struct(">H").pack
 
 
 def stream_frame_header(
@@ -267,6 +269,22 @@ def stream_frame_header(
     )
 
 
+def message_frame_prefix(
+    base: int, message_id: bytes, type_code: int, total_length: int, reply_to: bytes | None
+) -> bytes:
+    """A MESSAGE frame up to its offset field: what every chunk of one message repeats."""
+    return b"".join(
+        (
+            b"\x0a\x00" if reply_to is None else b"\x0a\x01",
+            encode_varint(base),
+            message_id,
+            _ONE[type_code],
+            reply_to or b"",
+            encode_varint(total_length),
+        )
+    )
+
+
 def message_frame_header(
     base: int,
     message_id: bytes,
@@ -277,30 +295,8 @@ def message_frame_header(
     reply_to: bytes | None,
 ) -> bytes:
     """Everything of a MESSAGE frame before its chunk."""
-    if reply_to is None:
-        return b"".join(
-            (
-                b"\x0a\x00",
-                encode_varint(base),
-                message_id,
-                _ONE[type_code],
-                encode_varint(total_length),
-                encode_varint(offset),
-                encode_varint(length),
-            )
-        )
-    return b"".join(
-        (
-            b"\x0a\x01",
-            encode_varint(base),
-            message_id,
-            _ONE[type_code],
-            reply_to,
-            encode_varint(total_length),
-            encode_varint(offset),
-            encode_varint(length),
-        )
-    )
+    prefix = message_frame_prefix(base, message_id, type_code, total_length, reply_to)
+    return prefix + encode_varint(offset) + encode_varint(length)
 
 
 def _encode_reason(reason: str, limit: int = MAX_REASON_BYTES) -> bytes:
@@ -429,14 +425,22 @@ COPY_LIMIT = 4096
 def decode_ack(data: bytes, pos: int, end: int) -> tuple[tuple[tuple[int, int], ...], int, int]:
     """The ACK frame whose fields start at `pos`: (ranges, delay_us, position after it).
     Raises FrameDecodeError, IndexError or struct.error."""
+    # One- and two-byte varints inline: a packet number, a delay in microseconds and a
+    # range length of a running exchange are seldom larger.
     largest = data[pos]
     if largest < 0x40:
         pos += 1
+    elif largest < 0x80:
+        largest = (largest & 0x3F) << 8 | data[pos + 1]
+        pos += 2
     else:
         largest, pos = _varint(data, pos)
     delay = data[pos]
     if delay < 0x40:
         pos += 1
+    elif delay < 0x80:
+        delay = (delay & 0x3F) << 8 | data[pos + 1]
+        pos += 2
     else:
         delay, pos = _varint(data, pos)
     count = data[pos]
@@ -449,6 +453,9 @@ def decode_ack(data: bytes, pos: int, end: int) -> tuple[tuple[tuple[int, int], 
     first = data[pos]
     if first < 0x40:
         pos += 1
+    elif first < 0x80:
+        first = (first & 0x3F) << 8 | data[pos + 1]
+        pos += 2
     else:
         first, pos = _varint(data, pos)
     smallest = largest - first

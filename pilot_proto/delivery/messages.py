@@ -9,13 +9,14 @@ memory a peer can fill with unfinished messages is bounded by `message_receive_w
 
 from __future__ import annotations
 
+import struct
 from collections import deque
 from collections.abc import Callable
 from typing import Any
 
 from .config import MESSAGE_ACCOUNTING_OVERHEAD
 from .flow import ReceiveWindow, SendCredit
-from .frames import message_frame_header
+from .frames import message_frame_prefix
 from .ranges import RangeSet
 from .varint import MAX_VARINT, encode_varint, varint_size
 
@@ -30,6 +31,7 @@ __all__ = [
 KIND_MESSAGE = 1
 
 _OVERHEAD = MESSAGE_ACCOUNTING_OVERHEAD
+_pack_zero_u16 = struct.Struct(">BH").pack
 # What one partially received message costs us besides its data (its bookkeeping objects).
 _ENTRY_COST = 512
 # type + flags + id + content type + up to four 8-byte varints + reply_to
@@ -83,10 +85,10 @@ class OutgoingMessages:
         message.base = base = self.next_base
         total = len(message.data)
         self.next_base += total + _OVERHEAD
-        # The fields every chunk repeats, encoded once (frames.message_frame_header).
-        message.header_prefix = message_frame_header(
-            base, message.message_id, message.type_code, total, 0, 0, message.reply_to
-        )[:-2]
+        # The fields every chunk repeats, encoded once.
+        message.header_prefix = message_frame_prefix(
+            base, message.message_id, message.type_code, total, message.reply_to
+        )
         self.unreceipted[message.message_id] = message
         self._fresh.append(message)
 
@@ -113,6 +115,8 @@ class OutgoingMessages:
         length = end - start
         if start:
             header = message.header_prefix + encode_varint(start) + encode_varint(length)
+        elif 0x40 <= length < 0x4000:  # a first chunk of 64 B to 16 KiB: offset 0, length
+            header = message.header_prefix + _pack_zero_u16(0, length | 0x4000)
         else:
             header = message.header_prefix + b"\x00" + encode_varint(length)
         parts.append(header)
