@@ -572,9 +572,16 @@ class Node(NodeTrust):
         return connection
 
     def _connection_for_send(self, address: str, now: float) -> Connection:
-        peer = self._trusted_peer(address)
-        connection = self._ensure_connection(peer, now)
-        self._touch(peer)
+        # Every message, receipt and reply comes through here: the common case (a trusted
+        # peer with delivery state) in plain lookups, without a call per step.
+        peer = self._peers.get(address)
+        if peer is None or not peer.trusted:
+            peer = self._trusted_peer(address)  # raises what is wrong
+        connection = peer.connection
+        if connection is None:
+            connection = self._ensure_connection(peer, now)
+        self._dirty.add(peer)  # _touch, inlined
+        self._stale.add(peer)
         if peer.keys.sending is None and peer.handshake is None:
             self._start_handshake(peer, now)
         return connection
