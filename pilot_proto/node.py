@@ -309,8 +309,30 @@ class Node(NodeTrust):
         # packet, usually with nothing touched in between).
         stale = self._stale
         if stale:
+            reject_after = self.config.session.reject_after_time
             for peer in stale:
-                peer.deadline = self._peer_deadline(peer)
+                # The peer's earliest deadline, inline (the binding asks after every poll).
+                paths = peer.paths
+                keys = peer.keys
+                paths.session_up = keys.sending is not None
+                deadline = peer.handshake_retry_at
+                if keys.oldest_created_at is not None:
+                    expiry = keys.oldest_created_at + reject_after
+                    if deadline is None or expiry < deadline:
+                        deadline = expiry
+                connection = peer.connection
+                if connection is not None:
+                    t = connection.get_timer()
+                    if t is not None and (deadline is None or t < deadline):
+                        deadline = t
+                    if paths.relay is not None:  # no liveness deadline without a relay
+                        t = paths.liveness_deadline(connection.silence_start)
+                        if t is not None and (deadline is None or t < deadline):
+                            deadline = t
+                t = paths.deadline()
+                if t is not None and (deadline is None or t < deadline):
+                    deadline = t
+                peer.deadline = deadline
             stale.clear()
             self._earliest_peer_deadline = self._scan_peer_deadlines()
         deadline = self._earliest_peer_deadline
@@ -330,29 +352,6 @@ class Node(NodeTrust):
             t = peer.deadline
             if t is not None and (deadline is None or t < deadline):
                 deadline = t
-        return deadline
-
-    def _peer_deadline(self, peer: Peer) -> float | None:
-        paths = peer.paths
-        keys = peer.keys
-        paths.session_up = keys.sending is not None
-        deadline = peer.handshake_retry_at
-        if keys.oldest_created_at is not None:
-            expiry = keys.oldest_created_at + self.config.session.reject_after_time
-            if deadline is None or expiry < deadline:
-                deadline = expiry
-        connection = peer.connection
-        if connection is not None:
-            t = connection.get_timer()
-            if t is not None and (deadline is None or t < deadline):
-                deadline = t
-            if paths.relay is not None:  # no liveness deadline without a relay to move to
-                t = paths.liveness_deadline(connection.silence_start)
-                if t is not None and (deadline is None or t < deadline):
-                    deadline = t
-        t = paths.deadline()
-        if t is not None and (deadline is None or t < deadline):
-            deadline = t
         return deadline
 
     def handle_timer(self, now: float) -> None:

@@ -966,16 +966,11 @@ class Connection:
         """The earliest time `handle_timer` must be called, or None."""
         if self._timer_valid:
             return self._timer_value
-        self._timer_value = deadline = self._compute_timer()
         self._timer_valid = True
-        return deadline
-
-    def _compute_timer(self) -> float | None:
         state = self._state
         if state is not _CONN_OPEN:
-            if state is _CONN_CLOSED:
-                return None
-            return self._close_deadline
+            self._timer_value = None if state is _CONN_CLOSED else self._close_deadline
+            return self._timer_value
         # Called after every datagram by the Node: keep it to a few attribute reads.
         deadline = self._recovery.deadline(0 if self._unresponsive else self._silence_periods)
         ack_deadline = self._acks.ack_deadline
@@ -987,6 +982,7 @@ class Connection:
         pmtu = self._pmtu.timer()
         if pmtu is not None and (deadline is None or pmtu < deadline):
             deadline = pmtu
+        self._timer_value = deadline
         return deadline
 
     def handle_timer(self, now: float) -> None:
@@ -1144,7 +1140,14 @@ class Connection:
                 or streams.max_data_due
                 or streams.max_stream_data_due
             ):
-                space = self._add_control(parts, records, space, max_payload)
+                space = streams.add_flow_frames(parts, records, space)
+                if self._max_message_data_due:
+                    self._max_message_data_due = False
+                    frame = b"\x07" + encode_varint(self._incoming.window.next_limit())
+                    parts.append(frame)
+                    records.append((KIND_MAX_MESSAGE_DATA,))
+                    space -= len(frame)
+                space = control.add_frames(parts, records, space, max_payload)
             if ready:
                 stalls = 0
                 credit = streams.send_credit
@@ -1202,22 +1205,6 @@ class Connection:
         self._pacing_until = None
         self._packets_sent += 1
         return payload
-
-    def _add_control(
-        self,
-        parts: list[bytes | memoryview],
-        records: list[tuple[Any, ...]],
-        space: int,
-        max_payload: int,
-    ) -> int:
-        space = self._streams.add_flow_frames(parts, records, space)
-        if self._max_message_data_due:
-            self._max_message_data_due = False
-            frame = b"\x07" + encode_varint(self._incoming.window.next_limit())
-            parts.append(frame)
-            records.append((KIND_MAX_MESSAGE_DATA,))
-            space -= len(frame)
-        return self._control.add_frames(parts, records, space, max_payload)
 
     def _build_pmtu_probe(self, now: float, size: int) -> bytes:
         """PING + IMMEDIATE_ACK + PADDING filling a datagram of exactly `size` bytes
