@@ -159,9 +159,9 @@ class OutgoingMessages:
             allowed = limit - message.base - _OVERHEAD - start
             if allowed < 0 or (allowed == 0 and total > 0):
                 break  # out of credit until MAX_MESSAGE_DATA
-            header_size = 19 + varint_size(message.base) + 3 * varint_size(total)
-            if message.reply_to is not None:
-                header_size += 16
+            # The prefix (type, flags, base, id, type, reply_to, total) and, at most as
+            # long as the total's, the offset and the length.
+            header_size = len(message.header_prefix) + 2 * varint_size(total)
             room = space - header_size
             want = min(total - start, allowed)
             if room < want and room < 256:
@@ -171,7 +171,7 @@ class OutgoingMessages:
             if stop == total:
                 fresh.popleft()
             space -= self._emit(parts, frames, message, start, stop)
-        return space, self.has_work()
+        return space, bool(lost) or (bool(fresh) and self.has_work())
 
     def on_lost(self, message: OutgoingMessage, start: int, end: int) -> bool:
         if message.receipted:

@@ -159,7 +159,11 @@ class LossRecovery:
         # packets were among those newly acked (every remembered packet is).
         if largest_packet[0] == largest:
             self.rtt.update(now - largest_packet[1], ack_delay)
-        lost = self._detect_lost(now)
+        if sent:
+            lost = self._detect_lost(now)
+        else:  # nothing outstanding (a request/reply exchange): nothing can be lost
+            self.loss_time = None
+            lost = []
         # RFC 9002 section 6.2.1: an ACK resets the PTO backoff.
         self.pto_count = 0
         return AckResult(acked, lost)

@@ -60,6 +60,11 @@ class RttEstimator:
         adjusted = latest_rtt
         if latest_rtt >= self.min_rtt + ack_delay:
             adjusted = latest_rtt - ack_delay
-        self.rttvar = 0.75 * self.rttvar + 0.25 * abs(self.smoothed_rtt - adjusted)
-        self.smoothed_rtt = 0.875 * self.smoothed_rtt + 0.125 * adjusted
-        self._update_pto()
+        smoothed = self.smoothed_rtt
+        rttvar = self.rttvar = 0.75 * self.rttvar + 0.25 * abs(smoothed - adjusted)
+        smoothed = self.smoothed_rtt = 0.875 * smoothed + 0.125 * adjusted
+        # _update_pto, inline: one sample per ACK.
+        variation = 4 * rttvar
+        if variation < self.granularity:
+            variation = self.granularity
+        self.pto_base = smoothed + variation + self.max_ack_delay
