@@ -6,7 +6,8 @@
   a redis-server started here on a free port, no persistence.
 - `aioquic.echo_rtt.200B`: a 200-byte echo on one QUIC stream.
 - `aioquic.stream_throughput.<N>B`: one-stream bulk transfer with N-byte datagrams.
-- `udp.oneway_throughput.<N>B`: raw UDP datagrams of N bytes, received bytes per second.
+- `udp.oneway_throughput.<N>B`: raw UDP datagrams of N bytes, received bytes per second
+  (measured, and reported, by `bench_bindings`, run by run between its transfers).
 
 `bench_bindings` compares our figures with these through the functions below, which
 measure each baseline once per run (`ctx.measure_once`). The second processes are the
@@ -27,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .framework import Baseline, BenchContext, BenchSkipped, Result
-from .workers.parent import Worker, WorkerError, free_tcp_port
+from .workers.parent import Worker, WorkerError, free_tcp_port, two_cpus
 
 __all__ = [
     "ECHO_SIZE",
@@ -39,6 +40,7 @@ __all__ = [
     "STYLES",
     "WORKER_SLACK",
     "Plan",
+    "measure_udp_oneway",
     "plan",
     "quic_echo_baseline",
     "quic_size_for",
@@ -48,6 +50,7 @@ __all__ = [
     "run",
     "udp_echo_baseline",
     "udp_oneway_baseline",
+    "udp_oneway_name",
 ]
 
 MIB = 1024 * 1024
@@ -73,6 +76,10 @@ class Plan:
     bulk_seconds: float  # time bound of a bulk transfer
     bulk_bytes: int  # size bound of a bulk transfer
     max_round_trips: int
+    #: Runs of each goodput figure (with the path MTU, and at a forced size), each run
+    #: followed by one of its raw UDP baseline: the figure is their median.
+    goodput_runs: int = 5
+    forced_runs: int = 3
 
     @property
     def lifetime(self) -> float:
@@ -87,6 +94,8 @@ def plan(ctx: BenchContext) -> Plan:
             bulk_seconds=max(ctx.seconds, 0.3),
             bulk_bytes=2 * MIB,
             max_round_trips=200,
+            goodput_runs=2,
+            forced_runs=2,
         )
     return Plan(
         seconds=max(ctx.seconds, 2.0),
@@ -258,16 +267,17 @@ def measure_quic_throughput(ctx: BenchContext, size: int) -> float:
     """MiB/s through one aioquic stream with `size`-byte datagrams."""
     p = plan(ctx)
     life = ("--lifetime", str(p.lifetime))
+    receiver_cpu, sender_cpu = two_cpus() or (None, None)
     with _certificate() as (cert, key):
         with Worker(
             "quic", "server", "--mode", "sink", "--cert", cert, "--key", key,
-            "--datagram-size", str(size), *life,
+            "--datagram-size", str(size), *life, cpu=receiver_cpu,
         ) as server:  # fmt: skip
             port = server.ready_port()
             with Worker(
                 "quic", "bulk", "--port", str(port), "--cafile", cert,
                 "--bytes", str(p.bulk_bytes), "--seconds", str(p.bulk_seconds),
-                "--datagram-size", str(size), *life,
+                "--datagram-size", str(size), *life, cpu=sender_cpu,
             ) as client:  # fmt: skip
                 result = client.result(p.bulk_seconds + WORKER_SLACK)
                 return result_number(result, "bytes_per_second") / MIB
@@ -288,14 +298,16 @@ def udp_oneway_name(size: int) -> str:
 
 
 def measure_udp_oneway(ctx: BenchContext, size: int) -> float:
-    """MiB/s of `size`-byte datagrams that reach a counting receiver."""
+    """MiB/s of `size`-byte datagrams that reach a counting receiver (the two processes
+    on two CPUs when there are two, as the transfers it is compared with)."""
     p = plan(ctx)
     life = ("--lifetime", str(p.lifetime))
-    with Worker("udp_blast", "receive", *life) as receiver:
+    receiver_cpu, sender_cpu = two_cpus() or (None, None)
+    with Worker("udp_blast", "receive", *life, cpu=receiver_cpu) as receiver:
         port = receiver.ready_port()
         with Worker(
             "udp_blast", "send", "--port", str(port), "--size", str(size),
-            "--seconds", str(p.seconds), *life,
+            "--seconds", str(p.seconds), *life, cpu=sender_cpu,
         ) as sender:  # fmt: skip
             sender.result(p.seconds + WORKER_SLACK)
         receiver.send_line("STOP")
@@ -303,8 +315,11 @@ def measure_udp_oneway(ctx: BenchContext, size: int) -> float:
 
 
 def udp_oneway_baseline(ctx: BenchContext, size: int) -> Baseline:
+    """Measured once here unless `bench_bindings` recorded its runs, interleaved with the
+    transfers it compares with it (then: their median, and the runs)."""
     name = udp_oneway_name(size)
-    return Baseline(name, ctx.measure_once(name, lambda: measure_udp_oneway(ctx, size)), "MiB/s")
+    value = ctx.measure_once(name, lambda: measure_udp_oneway(ctx, size))
+    return Baseline(name, value, "MiB/s", ctx.samples_of(name))
 
 
 # -- the module's own figures ---------------------------------------------------------------
@@ -328,5 +343,6 @@ def run(ctx: BenchContext) -> list[Result]:
         print(f"[baselines] {REDIS_NAME} skipped: {skip}", file=sys.stderr)
     results.append(_figure(quic_echo_baseline(ctx), "lower"))
     results.extend(_figure(quic_throughput_baseline(ctx, s), "higher") for s in QUIC_SIZES)
-    results.extend(_figure(udp_oneway_baseline(ctx, s), "higher") for s in ONEWAY_SIZES)
+    # The raw UDP one-way figures (ONEWAY_SIZES) come with `bench_bindings`: each of their
+    # runs is measured between two runs of the transfers compared with them.
     return results

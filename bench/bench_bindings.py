@@ -22,8 +22,10 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import statistics
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from .bench_baselines import (
     ECHO_SIZE,
@@ -32,6 +34,7 @@ from .bench_baselines import (
     MU,
     STYLES,
     WORKER_SLACK,
+    measure_udp_oneway,
     plan,
     quic_echo_baseline,
     quic_size_for,
@@ -40,9 +43,10 @@ from .bench_baselines import (
     result_number,
     udp_echo_baseline,
     udp_oneway_baseline,
+    udp_oneway_name,
 )
 from .framework import Baseline, BenchContext, BenchSkipped, Result
-from .workers.parent import Worker
+from .workers.parent import Worker, pinning, two_cpus
 
 __all__ = ["BINDINGS", "RTT_FACTOR", "figure_names", "run"]
 
@@ -99,25 +103,67 @@ def measure_rtt(ctx: BenchContext, binding: str) -> float:
 
 
 def measure_goodput(ctx: BenchContext, binding: str, forced: int | None) -> tuple[float, int]:
-    """MiB/s of one stream transfer, and the datagram size the session used."""
+    """MiB/s of one stream transfer, and the datagram size the session used; receiver
+    and sender on two different CPUs when the machine has two."""
     p = plan(ctx)
     responder_seed, sender_seed = _seeds()
     common = ["--binding", binding, "--lifetime", str(p.lifetime)]
     if forced is not None:
         common += ["--datagram-size", str(forced)]
+    receiver_cpu, sender_cpu = two_cpus() or (None, None)
     with Worker(
         "pilot_peer", "responder", *common, "--seed", responder_seed,
-        "--peer-seed", sender_seed, "--mode", "sink",
+        "--peer-seed", sender_seed, "--mode", "sink", cpu=receiver_cpu,
     ) as responder:  # fmt: skip
         port = responder.ready_port()
         with Worker(
             "pilot_peer", "bulk", *common, "--seed", sender_seed, "--peer-seed", responder_seed,
             "--port", str(port), "--bytes", str(p.bulk_bytes), "--seconds", str(p.bulk_seconds),
+            cpu=sender_cpu,
         ) as sender:  # fmt: skip
             result = sender.result(p.bulk_seconds + WORKER_SLACK)
     size = result.get("datagram_size")
     used = int(size) if isinstance(size, int) else (forced or LOOPBACK_MAX_DATAGRAM)
     return result_number(result, "bytes_per_second") / MIB, used
+
+
+@dataclass(frozen=True, slots=True)
+class GoodputRuns:
+    """Every run of one goodput figure for the three bindings, and of its raw UDP baseline,
+    measured turn by turn so that a machine busier for a while weighs on all alike."""
+
+    runs: dict[str, tuple[float, ...]]  # MiB/s per binding, run by run
+    sizes: dict[str, int]  # the datagram size each binding's session used (its first run)
+    baseline: Baseline  # raw UDP one way at the size the transfers used
+    method: str  # how it was measured, for results.json
+
+
+def measure_goodput_runs(ctx: BenchContext, forced: int | None) -> GoodputRuns:
+    """Run after run: each binding's transfer (in an order that rotates, so none always
+    goes first), then one run of raw UDP one way at the datagram size they used."""
+    p = plan(ctx)
+    count = p.goodput_runs if forced is None else p.forced_runs
+    runs: dict[str, list[float]] = {binding: [] for binding in BINDINGS}
+    sizes: dict[str, int] = {}
+    oneway: list[float] = []
+    size = forced
+    for turn in range(count):
+        for binding in BINDINGS[turn % len(BINDINGS) :] + BINDINGS[: turn % len(BINDINGS)]:
+            value, used = measure_goodput(ctx, binding, forced)
+            runs[binding].append(value)
+            sizes.setdefault(binding, used)
+            size = size or used
+        assert size is not None
+        oneway.append(measure_udp_oneway(ctx, size))
+    assert size is not None
+    ctx.record_samples(udp_oneway_name(size), oneway)
+    method = (
+        f"median of {count} runs, each binding's transfer and the raw UDP baseline "
+        f"taking turns run by run; {pinning()}"
+    )
+    return GoodputRuns(
+        {b: tuple(v) for b, v in runs.items()}, sizes, udp_oneway_baseline(ctx, size), method
+    )
 
 
 def _compare(
@@ -128,8 +174,14 @@ def _compare(
     baseline: Baseline,
     target: str | None = None,
     met: Callable[[float, float], bool] | None = None,
+    *,
+    samples: tuple[float, ...] = (),
+    method: str | None = None,
 ) -> Result:
-    """A figure against one baseline; `met(value, baseline_value)` decides the target."""
+    """A figure against one baseline; `met(value, baseline_value)` decides the target.
+    With `samples` (several runs), the figure is their median."""
+    if samples:
+        value = statistics.median(samples)
     return Result(
         name=name,
         value=value,
@@ -139,6 +191,8 @@ def _compare(
         baseline=baseline,
         target=target,
         target_met=None if met is None else bool(met(value, baseline.value)),
+        samples=samples,
+        method=method,
     )
 
 
@@ -173,28 +227,45 @@ def _rtt_results(ctx: BenchContext, binding: str) -> list[Result]:
     return results
 
 
-def _goodput_results(ctx: BenchContext, binding: str) -> list[Result]:
+def _oneway_result(baseline: Baseline, method: str) -> Result:
+    """The raw UDP baseline as a figure of its own (its runs were taken with ours)."""
+    return Result(
+        name=baseline.name, value=baseline.value, unit=baseline.unit, better="higher",
+        layout="two processes", samples=baseline.samples, method=method,
+    )  # fmt: skip
+
+
+def _goodput_results(
+    ctx: BenchContext, binding: str, pmtu_runs: GoodputRuns, forced_runs: GoodputRuns
+) -> list[Result]:
     _, _, pmtu, pmtu_quic, forced, forced_quic = figure_names(binding, redis=False)
-    value, size = measure_goodput(ctx, binding, None)
-    forced_value, _ = measure_goodput(ctx, binding, FORCED_SIZE)
+    size = pmtu_runs.sizes[binding]
+    baseline = pmtu_runs.baseline
+    if baseline.name != udp_oneway_name(size):  # this binding's session found another size
+        baseline = udp_oneway_baseline(ctx, size)
+    ours, ours_forced = pmtu_runs.runs[binding], forced_runs.runs[binding]
+    once = "; the aioquic baseline: one run"
     return [
         _compare(
-            pmtu, value, "MiB/s", "higher", udp_oneway_baseline(ctx, size),
+            pmtu, 0.0, "MiB/s", "higher", baseline,
             f">= {GOODPUT_AT_PMTU:g} MiB/s (path MTU found: {size} B)",
-            lambda v, b: v >= GOODPUT_AT_PMTU,
+            lambda v, b: v >= GOODPUT_AT_PMTU, samples=ours, method=pmtu_runs.method,
         ),
         _compare(
-            pmtu_quic, value, "MiB/s", "higher",
+            pmtu_quic, 0.0, "MiB/s", "higher",
             quic_throughput_baseline(ctx, quic_size_for(size)),
+            samples=ours, method=pmtu_runs.method + once,
         ),
         _compare(
-            forced, forced_value, "MiB/s", "higher", udp_oneway_baseline(ctx, FORCED_SIZE),
+            forced, 0.0, "MiB/s", "higher", forced_runs.baseline,
             f">= {GOODPUT_AT_1200:g} MiB/s", lambda v, b: v >= GOODPUT_AT_1200,
+            samples=ours_forced, method=forced_runs.method,
         ),
         _compare(
-            forced_quic, forced_value, "MiB/s", "higher",
+            forced_quic, 0.0, "MiB/s", "higher",
             quic_throughput_baseline(ctx, FORCED_SIZE),
             ">= 2x aioquic", lambda v, b: v >= 2 * b,
+            samples=ours_forced, method=forced_runs.method + once,
         ),
     ]  # fmt: skip
 
@@ -206,6 +277,10 @@ def run(ctx: BenchContext) -> list[Result]:
     results: list[Result] = []
     for binding in BINDINGS:
         results.extend(_rtt_results(ctx, binding))
+    pmtu_runs = measure_goodput_runs(ctx, None)
+    forced_runs = measure_goodput_runs(ctx, FORCED_SIZE)
+    for runs in (forced_runs, pmtu_runs):
+        results.append(_oneway_result(runs.baseline, runs.method))
     for binding in BINDINGS:
-        results.extend(_goodput_results(ctx, binding))
+        results.extend(_goodput_results(ctx, binding, pmtu_runs, forced_runs))
     return results

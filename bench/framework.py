@@ -7,6 +7,7 @@ import math
 import os
 import platform
 import socket
+import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ __all__ = [
     "Layout",
     "Result",
     "machine_facts",
+    "spread",
     "timeit_rate",
 ]
 
@@ -40,6 +42,15 @@ class Baseline:
     name: str
     value: float
     unit: str
+    #: Every run of a figure measured several times (`value` is their median).
+    samples: tuple[float, ...] = ()
+
+
+def spread(samples: tuple[float, ...]) -> dict[str, float] | None:
+    """The least and greatest of several runs of one figure: how far one run may stray."""
+    if not samples:
+        return None
+    return {"min": min(samples), "max": max(samples)}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -54,6 +65,10 @@ class Result:
     baseline: Baseline | None = None
     target: str | None = None
     target_met: bool | None = None
+    #: The value of each run when the figure was measured several times (value: median).
+    samples: tuple[float, ...] = ()
+    #: How the figure was measured (runs, interleaving, CPU pinning), for the reader.
+    method: str | None = None
 
     def __post_init__(self) -> None:
         if self.better not in ("higher", "lower"):
@@ -78,7 +93,7 @@ class Result:
 
     def as_baseline(self) -> Baseline:
         """This figure as the baseline of another one."""
-        return Baseline(self.name, self.value, self.unit)
+        return Baseline(self.name, self.value, self.unit, self.samples)
 
     def to_json(self, machine: dict[str, object]) -> dict[str, object]:
         record: dict[str, object] = {
@@ -86,24 +101,32 @@ class Result:
             "value": self.value,
             "unit": self.unit,
             "better": self.better,
-            "baseline": (
-                None
-                if self.baseline is None
-                else {
-                    "name": self.baseline.name,
-                    "value": self.baseline.value,
-                    "unit": self.baseline.unit,
-                }
-            ),
+            "baseline": None if self.baseline is None else _baseline_json(self.baseline),
             "ratio": self.ratio,
             "layout": self.layout,
         }
+        if self.samples:
+            record["samples"] = list(self.samples)
+            record["spread"] = spread(self.samples)
+        if self.method is not None:
+            record["method"] = self.method
         if self.target is not None:
             record["target"] = self.target
         if self.target_met is not None:
             record["target_met"] = self.target_met
         record["machine"] = machine
         return record
+
+
+def _baseline_json(baseline: Baseline) -> dict[str, object]:
+    record: dict[str, object] = {
+        "name": baseline.name,
+        "value": baseline.value,
+        "unit": baseline.unit,
+    }
+    if baseline.samples:
+        record["spread"] = spread(baseline.samples)
+    return record
 
 
 @dataclass(slots=True)
@@ -119,11 +142,25 @@ class BenchContext:
     quick: bool = False
     seconds: float = 0.5
     _measured: dict[str, float] = field(default_factory=dict)
+    _samples: dict[str, tuple[float, ...]] = field(default_factory=dict)
 
     def measure_once(self, key: str, measure: Callable[[], float]) -> float:
         if key not in self._measured:
             self._measured[key] = measure()
         return self._measured[key]
+
+    def record_samples(self, key: str, samples: list[float]) -> float:
+        """Keep several runs of a figure measured elsewhere (interleaved with the figures
+        compared with it); later `measure_once(key)` calls get their median."""
+        if not samples:
+            raise ValueError(f"{key}: no runs to record")
+        self._samples[key] = tuple(samples)
+        self._measured[key] = statistics.median(samples)
+        return self._measured[key]
+
+    def samples_of(self, key: str) -> tuple[float, ...]:
+        """The runs behind a recorded figure; empty when it was measured once."""
+        return self._samples.get(key, ())
 
 
 def timeit_rate(

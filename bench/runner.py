@@ -53,6 +53,14 @@ def _number(value: float | None) -> str:
     return f"{value:.4g}" if abs(value) < 1000 else f"{value:,.0f}"
 
 
+def _value(result: Result) -> str:
+    """The figure, and with several runs the range they spanned: 558 [401-731 n=5]."""
+    if not result.samples:
+        return _number(result.value)
+    low, high = min(result.samples), max(result.samples)
+    return f"{_number(result.value)} [{_number(low)}-{_number(high)} n={len(result.samples)}]"
+
+
 def format_table(results: Sequence[Result]) -> str:
     """The human-readable table `make bench` prints."""
     header = ("name", "value", "unit", "better", "baseline", "ratio", "layout", "target")
@@ -65,7 +73,7 @@ def format_table(results: Sequence[Result]) -> str:
         rows.append(
             (
                 r.name,
-                _number(r.value),
+                _value(r),
                 r.unit,
                 r.better,
                 baseline,

@@ -8,6 +8,7 @@ import math
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -112,5 +113,26 @@ def test_quick_run_gives_every_binding_figure_with_its_baselines(tmp_path: Path)
         assert match is not None, proc.stderr[-2000:]
         most = 2.0 if binding == "threads" else 1.2
         assert 0.9 <= float(match[1]) <= most and 0.9 <= float(match[2]) <= most, match[0]
+
+    # Goodput and its raw UDP baseline: several runs taken in turns, the figure their
+    # median, the runs and their range in the record, and how it was measured.
+    pmtu_oneway = records[f"bindings.{BINDINGS[0]}.stream_goodput.pmtu"]["baseline"]["name"]
+    for name in ["udp.oneway_throughput.1200B", pmtu_oneway]:
+        oneway = records[name]
+        assert len(oneway["samples"]) == 2, name  # --quick: two runs
+    for binding in BINDINGS:
+        for name in figure_names(binding, redis=HAVE_REDIS):
+            if "stream_goodput" not in name:
+                continue
+            record = records[name]
+            samples = record["samples"]
+            assert len(samples) == 2 and all(v > 0 for v in samples), name
+            assert record["value"] == pytest.approx(statistics.median(samples))
+            assert record["spread"] == {"min": min(samples), "max": max(samples)}
+            assert record["method"].startswith("median of 2 runs"), record["method"]
+            baseline = record["baseline"]
+            if baseline["name"].startswith("udp.oneway"):
+                runs = records[baseline["name"]]["samples"]
+                assert baseline["spread"] == {"min": min(runs), "max": max(runs)}
 
     assert _leftovers(marker) == [], "a worker or redis-server outlived the run"

@@ -33,7 +33,9 @@ CRYPTO_FIGURES = {
 
 def check_record(record: dict[str, object]) -> None:
     assert CONTRACT_KEYS <= set(record)
-    assert set(record) <= CONTRACT_KEYS | {"target", "target_met", "machine"}
+    assert set(record) <= CONTRACT_KEYS | {
+        "target", "target_met", "machine", "samples", "spread", "method",
+    }  # fmt: skip
     assert isinstance(record["name"], str) and isinstance(record["unit"], str)
     value = record["value"]
     assert isinstance(value, (int, float)) and math.isfinite(value)
@@ -43,7 +45,8 @@ def check_record(record: dict[str, object]) -> None:
     if baseline is None:
         assert record["ratio"] is None
     else:
-        assert isinstance(baseline, dict) and set(baseline) == {"name", "value", "unit"}
+        assert isinstance(baseline, dict)
+        assert {"name", "value", "unit"} <= set(baseline) <= {"name", "value", "unit", "spread"}
         assert record["ratio"] == pytest.approx(value / baseline["value"])
     if "target_met" in record:
         assert isinstance(record["target_met"], bool)
@@ -175,3 +178,26 @@ def test_crypto_floor_sums_primitive_costs_once_per_run() -> None:
     assert measured == ["x25519_keygen", "x25519_exchange"]
     with pytest.raises(ValueError):
         crypto_floor(ctx)
+
+
+def test_a_figure_of_several_runs_shows_them_and_their_range(tmp_path: Path) -> None:
+    base = Result(
+        name="raw", value=400.0, unit="MiB/s", better="higher", layout="two processes",
+        samples=(380.0, 400.0, 410.0), method="median of 3 runs",
+    )  # fmt: skip
+    session = Result(
+        name="session", value=300.0, unit="MiB/s", better="higher", layout="two processes",
+        baseline=base.as_baseline(), samples=(250.0, 300.0, 520.0),
+    )  # fmt: skip
+    path = tmp_path / "results.json"
+    write_results(path, [base, session], {"cores": 2})
+    records = json.loads(path.read_text())
+    for record in records:
+        check_record(record)
+    assert records[0]["samples"] == [380.0, 400.0, 410.0]
+    assert records[0]["spread"] == {"min": 380.0, "max": 410.0}
+    assert records[0]["method"] == "median of 3 runs"
+    assert records[1]["baseline"]["spread"] == {"min": 380.0, "max": 410.0}
+    assert "method" not in records[1]
+    table = format_table([base, session])
+    assert "300 [250-520 n=3]" in table and "400 [380-410 n=3]" in table

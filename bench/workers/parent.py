@@ -15,7 +15,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO
 
-__all__ = ["ROOT", "Worker", "WorkerError", "free_tcp_port"]
+__all__ = ["ROOT", "Worker", "WorkerError", "free_tcp_port", "pinning", "two_cpus"]
 
 #: The repository root: workers run as `python -m bench.workers.NAME` from here.
 ROOT = Path(__file__).resolve().parents[2]
@@ -32,14 +32,37 @@ def free_tcp_port() -> int:
         return int(probe.getsockname()[1])
 
 
+def two_cpus() -> tuple[int, int] | None:
+    """Two different CPUs this process may run on, for the two processes of a figure;
+    None on a machine (or cgroup) with one usable core, or without affinity calls."""
+    try:
+        usable = sorted(os.sched_getaffinity(0))
+    except AttributeError:
+        return None
+    return (usable[0], usable[1]) if len(usable) >= 2 else None
+
+
+def pinning() -> str:
+    """How the two processes of a figure are placed, in words for the results."""
+    cpus = two_cpus()
+    if cpus is None:
+        return "not pinned (one usable CPU)"
+    return f"receiver pinned to CPU {cpus[0]}, sender to CPU {cpus[1]}"
+
+
 class Worker:
     """One `python -m bench.workers.MODULE ARGS` process, used as a context manager.
 
     Leaving the block closes its stdin (which ends every worker), then terminates and at
-    last kills it, so no worker survives the benchmark that started it.
+    last kills it, so no worker survives the benchmark that started it. `cpu` pins the
+    process (and the threads it starts) to one CPU: the two sides of a transfer on two
+    cores, instead of wherever the scheduler puts them on a shared machine, from run to
+    run.
     """
 
-    def __init__(self, module: str, *args: str, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, module: str, *args: str, env: dict[str, str] | None = None, cpu: int | None = None
+    ) -> None:
         self.name = f"{module} {' '.join(args)}".strip()
         self._stderr: IO[bytes] = tempfile.TemporaryFile()
         self._buffer = b""
@@ -51,6 +74,13 @@ class Worker:
             stderr=self._stderr,
             env={**os.environ, **(env or {})},
         )
+        if cpu is not None:
+            # Popen returns once the interpreter is exec'd, before it starts any thread:
+            # every thread of the worker inherits the mask.
+            try:
+                os.sched_setaffinity(self.proc.pid, {cpu})
+            except OSError:
+                pass  # gone already: its result line says why
 
     def __enter__(self) -> Worker:
         return self
