@@ -22,6 +22,7 @@ from typing import Any, Protocol
 
 from ..transmit import Addr, Transmit
 from .addresses import canonical_address, socket_address
+from .memory import keep_freed_memory
 
 __all__ = [
     "GSO_MAX_BYTES",
@@ -244,7 +245,11 @@ class UdpPort:
     """A node's non-blocking UDP socket: GSO and GRO when the kernel has them."""
 
     def __init__(
-        self, sock: DatagramSocket, ipv6: bool, feed: Feed, stats: Counter[str],
+        self,
+        sock: DatagramSocket,
+        ipv6: bool,
+        feed: Feed,
+        stats: Counter[str],
         log: logging.Logger,
     ) -> None:
         self.sock = sock
@@ -269,7 +274,9 @@ class UdpPort:
         log: logging.Logger,
     ) -> UdpPort:
         """Bind `host`:`port` (an IPv6 host gives an IPv6 socket, "::" a dual-stack one),
-        or take `sock`, bound already; make it non-blocking with large buffers."""
+        or take `sock`, bound already; make it non-blocking with large buffers. The first
+        port of a process also keeps freed datagram buffers in it (`memory`)."""
+        log.debug("malloc: %s", keep_freed_memory())
         if sock is None:
             family = sockets.AF_INET6 if ":" in host else sockets.AF_INET
             sock = sockets.socket(family, sockets.SOCK_DGRAM)
