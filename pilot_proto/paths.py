@@ -347,7 +347,7 @@ class PathManager:
                 self._after_failure(now)
                 return changed, []
             return False, []
-        self._heard_from(addr)
+        self._heard_direct = True  # _heard_from, inline: every packet
         if addr == self.direct and self.state is _DIRECT:
             return _UNCHANGED  # the path in use (its candidate exists since it was proven)
         candidate = self._candidate(addr)

@@ -817,19 +817,19 @@ class Connection:
     def _on_control(self, frame: Any, now: float) -> None:
         kind = type(frame)
         stats = self._stats
-        if kind is MaxData:
+        if kind is Receipt:  # the control frame of every request/reply exchange
+            message = self._outgoing.on_receipt(frame.message_id)
+            if message is None:
+                stats["unknown_receipt"] += 1
+            else:
+                self._events.append(MessageDelivered(self.address, frame.message_id))
+        elif kind is MaxData:
             self._streams.on_max_data(frame.maximum)
         elif kind is MaxStreamData:
             self._streams.on_max_stream_data(frame.stream_id, frame.maximum)
         elif kind is MaxMessageData:
             if self._outgoing.credit.raise_limit(frame.maximum):
                 self._schedule_messages()
-        elif kind is Receipt:
-            message = self._outgoing.on_receipt(frame.message_id)
-            if message is None:
-                stats["unknown_receipt"] += 1
-            else:
-                self._events.append(MessageDelivered(self.address, frame.message_id))
         elif kind is StreamResetFrame:
             self._streams.on_reset_frame(frame)
         elif kind is Ping:

@@ -637,17 +637,17 @@ def decode_frames(data: bytes, pos: int, frames: list[Frame]) -> list[Frame]:
                 append(
                     _new(Message, (base, message_id, content_type, total, offset, chunk, reply_to))
                 )
-            elif frame_type == 0x03:  # ACK
-                ranges, delay, pos = decode_ack(data, pos, end)
-                append(_new(Ack, (ranges, delay)))
-            elif frame_type == 0x0C:  # IMMEDIATE_ACK
-                append(_IMMEDIATE_ACK)
-            elif frame_type == 0x04:  # RECEIPT
+            elif frame_type == 0x04:  # RECEIPT (with a reply: next most common)
                 stop = pos + MESSAGE_ID_SIZE
                 if stop > end:
                     raise FrameDecodeError("frame runs past the end of the payload")
                 append(_new(Receipt, (data[pos:stop],)))
                 pos = stop
+            elif frame_type == 0x03:  # ACK
+                ranges, delay, pos = decode_ack(data, pos, end)
+                append(_new(Ack, (ranges, delay)))
+            elif frame_type == 0x0C:  # IMMEDIATE_ACK
+                append(_IMMEDIATE_ACK)
             elif frame_type == 0x00:  # PADDING
                 # Probes carry tens of kilobytes of padding: find its end in C, not per byte.
                 start = pos - 1
