@@ -122,6 +122,12 @@ def measure_goodput(ctx: BenchContext, binding: str, forced: int | None) -> tupl
             cpu=sender_cpu,
         ) as sender:  # fmt: skip
             result = sender.result(p.bulk_seconds + WORKER_SLACK)
+    print(
+        f"[bindings] {binding} goodput run ({forced or 'path MTU'}): sender CPU "
+        f"{result.get('cpu_seconds', 0.0):.3f} s for {result.get('bytes', 0)} bytes "
+        f"in {result.get('seconds', 0.0):.3f} s, lost packets {result.get('lost_packets', 0)}",
+        file=sys.stderr,
+    )
     size = result.get("datagram_size")
     used = int(size) if isinstance(size, int) else (forced or LOOPBACK_MAX_DATAGRAM)
     return result_number(result, "bytes_per_second") / MIB, used
