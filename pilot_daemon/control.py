@@ -251,8 +251,17 @@ class ControlPlane:
         peer = PeerRecord(request.from_address, request.public_key, request.hostname)
         allow = sorted({t.address for t in self.store.list_trust()} | {peer.address})
         await self.network.publish_allow_list(allow)
-        await self.network.send_trust_answer(peer, request.request_id, True)
+        # Trusted here (store and node) before the accept leaves: the requester's first
+        # message can arrive while the accept is still being posted.
         trusted = self._grant_trust(peer, now)
+        self.network.peer_trusted(peer.address)
+        try:
+            await self.network.send_trust_answer(peer, request.request_id, True)
+        except BaseException:
+            # Not told, not trusted: the request stays pending and approve can be rerun.
+            self.store.remove_trust(peer.address)
+            await self._best_effort(self.network.forget_peer(peer.address), "")
+            raise
         self.store.remove_pending(address)
         self.bus.publish("trust.approved", {"node_id": peer.address, "hostname": peer.hostname})
         return {"node_id": trusted.address, "hostname": trusted.hostname,
@@ -556,6 +565,7 @@ class ControlPlane:
         self.store.remove_outgoing_to(note.sender.address)
         if note.accepted:
             self._grant_trust(note.sender, now)
+            self.network.peer_trusted(note.sender.address)
             allow = sorted(t.address for t in self.store.list_trust())
             await self._best_effort(self.network.publish_allow_list(allow), "")
             self.bus.publish("trust.accepted",

@@ -747,18 +747,18 @@ class PilotNetwork:
         log.info("trust %s from %s (in session)", "accept" if accepted else "reject",
                  _label(sender))
         await host.on_trust_answer(TrustAnswerNote(request_id, sender, accepted))
-        if accepted and address in host.trusted_keys():
+
+    def peer_trusted(self, address: str) -> None:
+        node = self._node
+        if node is not None and address in node.core.peers():
             node.core.set_trust(address, True, time.monotonic())
             node.flush()
 
     async def send_trust_answer(self, peer: PeerRecord, request_id: str, accept: bool) -> None:
         node, _, _ = self._require()
         core = node.core
-        if accept and peer.address in core.peers():
-            # Trusted before the accept leaves: the requester's first message must be
-            # delivered, not refused.
-            core.set_trust(peer.address, True, time.monotonic())
-            node.flush()
+        if accept:
+            self.peer_trusted(peer.address)  # the requester's first message is delivered
         if self._session_requests.get(request_id) == peer.address \
                 and core.has_session(peer.address):
             try:

@@ -208,6 +208,11 @@ class NetworkService(Protocol):
         """Replace the allow list at the rendezvous with exactly `addresses`."""
         ...
 
+    def peer_trusted(self, address: str) -> None:
+        """The store trusts `address` now: so must the node, before anything awaits (a
+        send racing the peer's accept reads the store and then sends through the node)."""
+        ...
+
     async def send_trust_request(
         self, peer: PeerRecord, request_id: str, justification: str | None
     ) -> str:
@@ -292,6 +297,9 @@ class UnavailableNetwork:
 
     async def publish_allow_list(self, addresses: Sequence[str]) -> None:
         raise self._refuse("cannot publish the allow list")
+
+    def peer_trusted(self, address: str) -> None:
+        pass  # no node: nothing to tell
 
     async def send_trust_request(
         self, peer: PeerRecord, request_id: str, justification: str | None

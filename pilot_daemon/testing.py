@@ -60,6 +60,7 @@ class LoopbackNetwork:
         self.hostname: str | None = None
         self.allow_list: list[str] = []
         self.forgotten: list[str] = []
+        self.node_trusts: list[str] = []
         self._tasks: set[asyncio.Task[None]] = set()
 
     # --- lifecycle ---
@@ -115,6 +116,9 @@ class LoopbackNetwork:
     async def publish_allow_list(self, addresses: Sequence[str]) -> None:
         self._check_online()
         self.allow_list = list(addresses)
+
+    def peer_trusted(self, address: str) -> None:
+        self.node_trusts.append(address)  # the real service sets the core's trust here
 
     # --- trust notes: delivered later, like the mailbox does ---
 

@@ -269,6 +269,60 @@ def test_approve_with_network_down_changes_nothing(world: World) -> None:
     run(scenario())
 
 
+def test_the_node_trusts_a_peer_before_anything_awaits(world: World) -> None:
+    """A send racing the accept reads the store, then sends through the node: whenever
+    the store says trusted, the node must already say so (on both sides)."""
+    async def scenario() -> None:
+        a, b = world.make("agent-a"), world.make("agent-b")
+        await a.start()
+        await b.start()
+        await a.control.handshake("agent-b", None)
+        await settle()
+        seen: list[tuple[str, bool, bool]] = []
+
+        def watch(node: Node, peer: Node, step: Callable[..., Awaitable[Any]]) -> Any:
+            async def watched(*args: Any) -> Any:
+                in_store = node.store.get_trust(peer.address) is not None
+                seen.append((node.hostname, in_store, peer.address in node.network.node_trusts))
+                return await step(*args)
+            return watched
+
+        # Every await of the approver while it posts the accept, and of the requester
+        # while it publishes its allow list after the accept.
+        b.network.send_trust_answer = watch(b, a, b.network.send_trust_answer)
+        a.network.publish_allow_list = watch(a, b, a.network.publish_allow_list)
+        await b.control.approve(a.address)
+        await settle()
+        assert ("agent-b", True, True) in seen and ("agent-a", True, True) in seen
+        assert all(in_node for _, in_store, in_node in seen if in_store), seen
+
+    run(scenario())
+
+
+def test_approve_whose_accept_cannot_be_posted_leaves_the_request_pending(
+    world: World,
+) -> None:
+    async def scenario() -> None:
+        a, b = world.make("agent-a"), world.make("agent-b")
+        await a.start()
+        await b.start()
+        await a.control.handshake("agent-b", None)
+        await settle()
+
+        async def cannot_post(*args: Any) -> None:
+            raise PilotctlError(ErrorCode.CONNECTION_FAILED, "the rendezvous went away")
+
+        b.network.send_trust_answer = cannot_post
+        with pytest.raises(PilotctlError) as failed:
+            await b.control.approve(a.address)
+        assert code_of(failed) == "connection_failed"
+        assert await b.control.trust() == []
+        assert [p["node_id"] for p in await b.control.pending()] == [a.address]
+        assert b.network.forgotten == [a.address]  # the node forgets the trust it was given
+
+    run(scenario())
+
+
 def test_untrust_is_local_first_even_when_network_is_down(world: World) -> None:
     async def scenario() -> None:
         a, b = await trusted_pair(world.make)
