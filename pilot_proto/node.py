@@ -14,6 +14,7 @@ with peers), `rendezvous_sessions` (XX or pinned IK toward a rendezvous) and `no
 from __future__ import annotations
 
 from collections.abc import Iterable
+from heapq import heapify, heappop, heappush
 
 from .cookie import CookieJar
 from .delivery import Connection
@@ -96,11 +97,13 @@ class Node(NodeTrust):
         peer = self._peer(address)
         peer.endpoints = list(dict.fromkeys(endpoints))
         peer.paths.set_candidates(peer.endpoints)
+        self._stale.add(peer)
 
     def set_trust(self, address: str, trusted: bool, now: float) -> None:
         """Trust or untrust a known peer. Untrusting closes its session and drops its queues."""
         peer = self._peer(address)
         peer.trusted = trusted
+        self._stale.add(peer)
         if not trusted:
             self._close_session(peer, "untrusted", now, by_peer=False)
             peer.paths.forget()
@@ -120,7 +123,7 @@ class Node(NodeTrust):
             self._handshakes_by_index.pop(peer.handshake.sender_index, None)
         self._dirty.discard(peer)
         self._stale.discard(peer)
-        self._earliest_peer_deadline = self._scan_peer_deadlines()
+        peer.deadline_seq = -1  # its heap entry is dropped when it reaches the top
 
     def is_trusted(self, address: str) -> bool:
         peer = self._peers.get(address)
@@ -305,9 +308,10 @@ class Node(NodeTrust):
 
     def get_timer(self) -> float | None:
         # Bindings ask after every call; only peers touched since then are recomputed, and
-        # the earliest peer deadline is kept until one is (the pump asks three times a
-        # packet, usually with nothing touched in between).
+        # a heap keeps every peer's deadline, so the cost per packet does not grow with
+        # the number of idle peers.
         stale = self._stale
+        heap = self._deadlines
         if stale:
             reject_after = self.config.session.reject_after_time
             for peer in stale:
@@ -320,6 +324,9 @@ class Node(NodeTrust):
                     expiry = keys.oldest_created_at + reject_after
                     if deadline is None or expiry < deadline:
                         deadline = expiry
+                elif not peer.explicit and peer.handshake is None:
+                    # A stranger without keys is forgotten by the next timer: make it due.
+                    deadline = self._last_now
                 connection = peer.connection
                 if connection is not None:
                     t = connection.get_timer()
@@ -332,10 +339,25 @@ class Node(NodeTrust):
                 t = paths.deadline()
                 if t is not None and (deadline is None or t < deadline):
                     deadline = t
-                peer.deadline = deadline
+                if deadline != peer.deadline:
+                    peer.deadline = deadline
+                    if deadline is None:
+                        peer.deadline_seq = -1
+                    else:
+                        seq = peer.deadline_seq = next(self._deadline_seqs)
+                        heappush(heap, (deadline, seq, peer))
             stale.clear()
-            self._earliest_peer_deadline = self._scan_peer_deadlines()
-        deadline = self._earliest_peer_deadline
+            if len(heap) > 2 * len(self._peers) + 64:
+                # Superseded entries that never reached the top: drop them all at once.
+                heap = self._deadlines = [e for e in heap if e[1] == e[2].deadline_seq]
+                heapify(heap)
+        deadline = None
+        while heap:
+            entry = heap[0]
+            if entry[1] == entry[2].deadline_seq:
+                deadline = entry[0]
+                break
+            heappop(heap)
         if self._rendezvous:
             for pending in self._rendezvous.values():
                 if deadline is None or pending.retry_at < deadline:
@@ -346,17 +368,8 @@ class Node(NodeTrust):
                 deadline = t
         return deadline
 
-    def _scan_peer_deadlines(self) -> float | None:
-        deadline: float | None = None
-        for peer in self._peers.values():
-            t = peer.deadline
-            if t is not None and (deadline is None or t < deadline):
-                deadline = t
-        return deadline
-
     def handle_timer(self, now: float) -> None:
         self._last_now = now
-        self._stale.update(self._peers.values())
         for pending in list(self._rendezvous.values()):
             if now >= pending.retry_at:
                 self._retry_rendezvous(pending, now)
@@ -365,7 +378,17 @@ class Node(NodeTrust):
             if timer is not None and now >= timer:
                 self._nat.handle_timer(now)
                 self._nat_progress(now)
-        for peer in list(self._peers.values()):
+        # Only peers with a deadline due are visited; the others' timers are later.
+        heap = self._deadlines
+        due: list[Peer] = []
+        while heap and heap[0][0] <= now:
+            _, seq, peer = heappop(heap)
+            if seq == peer.deadline_seq and self._peers.get(peer.address) is peer:
+                peer.deadline, peer.deadline_seq = None, -1
+                due.append(peer)
+        stale = self._stale
+        for peer in due:
+            stale.add(peer)  # its deadline is recomputed by the next get_timer
             try:
                 self._peer_timers(peer, now)
             except Exception:  # as in datagrams_to_send: isolate a bug to its peer
@@ -431,6 +454,7 @@ class Node(NodeTrust):
             self.stats["drop_auth_failed"] += 1
             return
         peer.last_received = now
+        self._stale.add(peer)  # path state below may move the peer's deadline
         if kp.confirmed_at is None:
             peer.keys.confirm(kp, now)
             self._touch(peer)
@@ -461,8 +485,7 @@ class Node(NodeTrust):
         connection.receive_payload(payload, now)
         if connection.events:
             self._drain(peer, now)
-        self._dirty.add(peer)  # _touch, inlined
-        self._stale.add(peer)
+        self._dirty.add(peer)  # the stale half of _touch is above
 
     # ------------------------------------------------------------------ sending
 

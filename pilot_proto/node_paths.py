@@ -98,6 +98,7 @@ class NodePaths(NodeState):
             self._nat = None
             self.nat_mapping = outcome.mapping
             for peer in self._peers.values():
+                self._stale.add(peer)
                 peer.paths.set_our_mapping(outcome.mapping)
                 # Peers reached through a relay learn our mapping from a probe.
                 self._send_probes(peer, peer.paths.relay_ping(now))
@@ -141,6 +142,7 @@ class NodePaths(NodeState):
         if not peer.trusted:
             self.stats["drop_untrusted_probe"] += 1
             return
+        self._stale.add(peer)  # a probe moves path timers (challenges, keepalive)
         source = None if relayed_from is not None else addr
         if probe.kind == PING:
             answers = peer.paths.on_ping(source, probe.txid, probe.mapping, now)

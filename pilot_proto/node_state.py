@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections import Counter, deque
 from collections.abc import Callable
+from itertools import count
 
 from .config import NodeConfig
 from .cookie import CookieChecker
@@ -50,8 +51,12 @@ class NodeState:
         self._dirty: set[Peer] = set()
         #: Peers whose timer deadline must be recomputed; the others keep `peer.deadline`.
         self._stale: set[Peer] = set()
-        #: The earliest `peer.deadline`, as of the last `Node.get_timer` that had stale peers.
-        self._earliest_peer_deadline: float | None = None
+        #: A heap of (deadline, sequence, peer): every peer's `deadline`, so the earliest
+        #: is found without walking idle peers (a public node holds a thousand). Entries
+        #: are superseded, not removed: one is current while its sequence is the peer's
+        #: `deadline_seq`; `Node.get_timer` drops the others as they reach the top.
+        self._deadlines: list[tuple[float, int, Peer]] = []
+        self._deadline_seqs = count()
         #: Untrusted peers that may hold delivery state (node_trust bounds them).
         self._untrusted_connections: set[Peer] = set()
         #: Newest initiation stamps of strangers forgotten by `_forget_if_stranger`.

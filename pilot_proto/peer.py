@@ -26,6 +26,7 @@ class Peer:
         "cookie_jar",
         "cookie_resent",
         "deadline",
+        "deadline_seq",
         "endpoints",
         "explicit",
         "handshake",
@@ -93,6 +94,9 @@ class Peer:
         self.recovering = False
         #: The earliest timer of this peer, as of the last `Node.get_timer`.
         self.deadline: float | None = None
+        #: The sequence number of the Node's deadline heap entry that holds `deadline`;
+        #: -1 when none does (no deadline, or the peer was removed).
+        self.deadline_seq = -1
         #: Whether the application was told about the current session (HandshakeCompleted).
         self.announced = False
         self.restart_unannounced = False
