@@ -14,7 +14,7 @@ with peers), `rendezvous_sessions` (XX or pinned IK toward a rendezvous) and `no
 from __future__ import annotations
 
 from collections.abc import Iterable
-from heapq import heapify, heappop, heappush
+from heapq import heapify, heappop, heappush, heapreplace
 
 from .cookie import CookieJar
 from .delivery import Connection
@@ -333,6 +333,10 @@ class Node(NodeTrust):
                     if t is not None and (deadline is None or t < deadline):
                         deadline = t
                     if paths.relay is not None:  # no liveness deadline without a relay
+                        if keys.sending is not None:
+                            # As _path_timers does: the deadline is in RTOs of the
+                            # session, which only a visit used to refresh.
+                            paths.rto = connection.rto
                         t = paths.liveness_deadline(connection.silence_start)
                         if t is not None and (deadline is None or t < deadline):
                             deadline = t
@@ -345,12 +349,21 @@ class Node(NodeTrust):
                         peer.deadline_seq = -1
                     else:
                         seq = peer.deadline_seq = next(self._deadline_seqs)
-                        heappush(heap, (deadline, seq, peer))
+                        if heap and heap[0][2] is peer:
+                            # The busy peer is usually the earliest: replace its entry
+                            # in place, so superseded ones do not pile up and deepen
+                            # the heap.
+                            heapreplace(heap, (deadline, seq, peer))
+                        else:
+                            heappush(heap, (deadline, seq, peer))
+                            if len(heap) > 2 * len(self._peers) + 64:
+                                # Superseded entries that never reached the top: drop
+                                # them all at once (amortised O(1) per push).
+                                heap = self._deadlines = [
+                                    e for e in heap if e[1] == e[2].deadline_seq
+                                ]
+                                heapify(heap)
             stale.clear()
-            if len(heap) > 2 * len(self._peers) + 64:
-                # Superseded entries that never reached the top: drop them all at once.
-                heap = self._deadlines = [e for e in heap if e[1] == e[2].deadline_seq]
-                heapify(heap)
         deadline = None
         while heap:
             entry = heap[0]

@@ -59,6 +59,8 @@ def test_idle_peers_keepalives_and_key_expiry_are_on_time_while_one_peer_is_busy
     lab.net.add_tap(tap)
     watch_from = lab.net.now
     _busy_until(lab, hub, busy, watch_from + 120.0)
+    # Deadlines the busy peer superseded do not pile up with its traffic.
+    assert len(hub.node._deadlines) <= 2 * len(hub.node.peers()) + 64
     for address, times in sent_at.items():
         # A keepalive every 20 s on each idle direct path, not later.
         gaps = [b - a for a, b in zip([watch_from, *times], times, strict=False)]
@@ -87,6 +89,8 @@ def _deadline_of(node: Node, peer: Peer) -> float | None:
     paths = peer.paths
     paths.session_up = peer.keys.sending is not None
     if peer.connection is not None:
+        if paths.relay is not None and peer.keys.sending is not None:
+            paths.rto = peer.connection.rto
         t = peer.connection.get_timer()
         if t is not None:
             times.append(t)
