@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 NOISE_VECTORS ?= tests/vectors/noise/cacophony_25519_AESGCM_SHA256.json
 PYTEST_ARGS ?=
 
-.PHONY: install test lint vectors demo bench fuzz system-deps clean
+.PHONY: install test lint vectors demo bench fuzz system-deps clean fast pure check-build test-fast
 
 install: $(STAMP)
 
@@ -28,8 +28,25 @@ lint: install
 vectors: install
 	$(PY) -m pilot_proto.noise $(NOISE_VECTORS)
 
-test: install system-deps lint vectors
+test: install system-deps lint vectors check-build
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+# Opt-in: compile the hot core modules with mypyc (.so files beside the sources,
+# gitignored; needs a C compiler and the Python headers). `make pure` removes them.
+fast: install
+	$(PY) scripts/build_mypyc.py
+
+# The core, hostile-input, fuzz and binding tests against the compiled modules (left built).
+test-fast: fast
+	$(VENV)/bin/pytest $(PYTEST_ARGS) $(wildcard tests/test_delivery_*.py tests/test_node_*.py \
+		tests/test_hostile_*.py tests/test_fuzz_*.py tests/test_bindings_*.py)
+
+pure:
+	$(PYTHON) scripts/build_mypyc.py --clean
+
+# Fails when a compiled module is older than its source (it would shadow the edit).
+check-build:
+	$(PYTHON) scripts/build_mypyc.py --check
 
 # The issue-5 flow for real: rendezvous + two daemons on loopback, temporary state dirs.
 demo: install
@@ -41,5 +58,5 @@ bench: install system-deps
 fuzz: install
 	$(PY) -m fuzz --seconds $${FUZZ_SECONDS:-60}
 
-clean:
+clean: pure
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import json
 import os
 import pstats
 import re
@@ -32,7 +33,10 @@ import time
 
 from pilot_proto import Identity, IdentityRecord, Node, NodeConfig, Transmit
 from pilot_proto.delivery import MessageReceived
+from pilot_proto.delivery import connection as connection_module
 from pilot_proto.driver import Driver, Pending
+
+from . import pure
 
 SIZE = 200
 #: The virtual clock's step per hop: about a loopback exchange, so RTT estimates and
@@ -107,12 +111,20 @@ class Exchange:
         return datagrams
 
 
+def build() -> str:
+    """Which build of the core this process runs: "mypyc" when the delivery modules are
+    the compiled ones `make fast` leaves beside the sources, else "pure"."""
+    return "mypyc" if connection_module.__file__.endswith(".so") else "pure"
+
+
 def _callgrind_instructions(trips: int) -> int:
+    # Under bench.pure (the pure baseline of a compiled tree) the child runs under it too.
+    runner = ["bench.pure", "bench.exchange"] if pure.active() else ["bench.exchange"]
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "callgrind.out")
         subprocess.run(
             ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
-             sys.executable, "-m", "bench.exchange", "--trips", str(trips), "--quiet"],
+             sys.executable, "-m", *runner, "--trips", str(trips), "--quiet"],
             check=True, capture_output=True,
         )
         with open(out) as f:
@@ -130,11 +142,14 @@ def main() -> None:
     parser.add_argument("--callgrind", action="store_true",
                         help="instructions per exchange (valgrind, two runs)")
     parser.add_argument("--quiet", action="store_true")
+    parser.add_argument("--json", action="store_true",
+                        help='one line: {"us": CPU µs per exchange, "build": "pure"|"mypyc"}')
     args = parser.parse_args()
     if args.callgrind:
         low, high = 200, 200 + args.trips
         per = (_callgrind_instructions(high) - _callgrind_instructions(low)) / args.trips
-        print(f"{per:,.0f} instructions per exchange (both sides, {args.trips} exchanges)")
+        print(f"{per:,.0f} instructions per exchange (both sides, {args.trips} exchanges, "
+              f"{build()} build)")
         return
     exchange = Exchange()
     exchange.run(50)  # warm: RTT estimate, caches
@@ -148,9 +163,11 @@ def main() -> None:
     start = time.process_time()
     datagrams = exchange.run(args.trips)
     cpu = time.process_time() - start
-    if not args.quiet:
+    if args.json:
+        print(json.dumps({"us": cpu / args.trips * 1e6, "build": build()}))
+    elif not args.quiet:
         print(f"{cpu / args.trips * 1e6:.1f} µs CPU per exchange (both sides), "
-              f"{datagrams / args.trips:g} datagrams per exchange")
+              f"{datagrams / args.trips:g} datagrams per exchange, {build()} build")
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 import struct
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 from .varint import MAX_VARINT, VarintError, encode_varint, read_varint_unchecked
 
@@ -76,30 +76,30 @@ class FrameType:
     """Frame type numbers. 0x20-0x2f are trust frames (DESIGN 5 and 8): the only frames
     an untrusted peer's session carries to the application."""
 
-    PADDING = 0x00
-    PING = 0x01
-    PONG = 0x02
-    ACK = 0x03
-    RECEIPT = 0x04
-    MAX_DATA = 0x05
-    MAX_STREAM_DATA = 0x06
-    MAX_MESSAGE_DATA = 0x07
-    STREAM_RESET = 0x08
-    DATAGRAM = 0x09
-    MESSAGE = 0x0A
-    CLOSE = 0x0B
-    IMMEDIATE_ACK = 0x0C
+    PADDING: Final = 0x00
+    PING: Final = 0x01
+    PONG: Final = 0x02
+    ACK: Final = 0x03
+    RECEIPT: Final = 0x04
+    MAX_DATA: Final = 0x05
+    MAX_STREAM_DATA: Final = 0x06
+    MAX_MESSAGE_DATA: Final = 0x07
+    STREAM_RESET: Final = 0x08
+    DATAGRAM: Final = 0x09
+    MESSAGE: Final = 0x0A
+    CLOSE: Final = 0x0B
+    IMMEDIATE_ACK: Final = 0x0C
     # STREAM is 0x10-0x17: the low three bits are flags.
-    STREAM = 0x10
-    STREAM_FIN = 0x01
-    STREAM_LEN = 0x02
-    STREAM_PORT = 0x04
-    TRUST_REQUEST = 0x20
-    TRUST_ACCEPT = 0x21
-    TRUST_REJECT = 0x22
-    REFUSED = 0x23
-    TRUST_RESERVED_FIRST = 0x20
-    TRUST_RESERVED_LAST = 0x2F
+    STREAM: Final = 0x10
+    STREAM_FIN: Final = 0x01
+    STREAM_LEN: Final = 0x02
+    STREAM_PORT: Final = 0x04
+    TRUST_REQUEST: Final = 0x20
+    TRUST_ACCEPT: Final = 0x21
+    TRUST_REJECT: Final = 0x22
+    REFUSED: Final = 0x23
+    TRUST_RESERVED_FIRST: Final = 0x20
+    TRUST_RESERVED_LAST: Final = 0x2F
 
 
 class FrameDecodeError(ValueError):

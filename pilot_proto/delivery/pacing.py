@@ -36,7 +36,7 @@ class Pacer:
             return None
         rate = _PACING_GAIN * congestion_window / smoothed_rtt
         self.rate = rate
-        capacity = self._burst_packets * size
+        capacity = float(self._burst_packets * size)
         tokens = self.tokens + (now - self._last) * rate
         if tokens > capacity:
             tokens = capacity
