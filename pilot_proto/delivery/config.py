@@ -36,10 +36,7 @@ class DeliveryConfig:
     message_receive_window: int = 32 * MiB
 
     # Streams and flow control
-    #: Above the loopback bandwidth-delay product of a busy machine (1 GB/s x a few ms of
-    #: scheduling delay): at 2 MiB a 200 MiB loopback transfer waited on credit (issue 4).
-    #: A peer's memory stays bounded by connection_receive_window.
-    stream_receive_window: int = 8 * MiB
+    stream_receive_window: int = 2 * MiB
     connection_receive_window: int = 16 * MiB
     stream_send_buffer: int = 4 * MiB
     max_incoming_streams: int = 1024
