@@ -139,6 +139,16 @@ async def trusted_pair(make: Callable[..., Node]) -> tuple[Node, Node]:
     return a, b
 
 
+async def requested_pair(make: Callable[..., Node]) -> tuple[Node, Node]:
+    """agent-a's trust request waits, pending, at agent-b."""
+    a, b = make("agent-a"), make("agent-b")
+    await a.start()
+    await b.start()
+    await a.control.handshake("agent-b", None)
+    await settle()
+    return a, b
+
+
 def code_of(exc: pytest.ExceptionInfo[PilotctlError]) -> str:
     return exc.value.code.value
 
@@ -273,11 +283,7 @@ def test_the_node_trusts_a_peer_before_anything_awaits(world: World) -> None:
     """A send racing the accept reads the store, then sends through the node: whenever
     the store says trusted, the node must already say so (on both sides)."""
     async def scenario() -> None:
-        a, b = world.make("agent-a"), world.make("agent-b")
-        await a.start()
-        await b.start()
-        await a.control.handshake("agent-b", None)
-        await settle()
+        a, b = await requested_pair(world.make)
         seen: list[tuple[str, bool, bool]] = []
 
         def watch(node: Node, peer: Node, step: Callable[..., Awaitable[Any]]) -> Any:
@@ -303,11 +309,7 @@ def test_approve_whose_accept_cannot_be_posted_leaves_the_request_pending(
     world: World,
 ) -> None:
     async def scenario() -> None:
-        a, b = world.make("agent-a"), world.make("agent-b")
-        await a.start()
-        await b.start()
-        await a.control.handshake("agent-b", None)
-        await settle()
+        a, b = await requested_pair(world.make)
 
         async def cannot_post(*args: Any) -> None:
             raise PilotctlError(ErrorCode.CONNECTION_FAILED, "the rendezvous went away")
