@@ -157,15 +157,17 @@ class World:
             server.stop()
 
 
-def wait_for(condition: Any, timeout: float = 10.0, interval: float = 0.05) -> Any:
-    """Poll `condition()` until it returns something true; return it (or fail)."""
+def wait_for(condition: Any, timeout: float = 10.0, interval: float = 0.05,
+             what: str = "condition") -> Any:
+    """Poll `condition()` until it returns something true; return it (or fail, naming
+    `what` was awaited)."""
     deadline = time.monotonic() + timeout
     while True:
         value = condition()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
+            raise AssertionError(f"{what}: not met within {timeout} s")
         time.sleep(interval)
 
 

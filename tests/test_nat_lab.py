@@ -16,14 +16,14 @@ import subprocess
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
 from natlab import IMPAIR_CHAIN, ROOT, WAN, Lab, LabDaemon, missing_reason
-from pilot_processes import PILOTCTL
+from pilot_processes import PILOTCTL, wait_for
 
 from pilot_proto.config import PathConfig
 
@@ -138,18 +138,6 @@ def write_matrix() -> None:
     (ROOT / "docs" / "NAT_MATRIX.md").write_text("\n".join(lines) + "\n")
 
 
-def wait_for(what: str, check: Callable[[], Any], timeout: float = 20.0,
-             every: float = 0.3) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout} s")
-        time.sleep(every)
-
-
 class Pair:
     """Two daemons that trust each other: `a` asked (`handshake`), `b` approved."""
 
@@ -165,10 +153,11 @@ class Pair:
         self.info_a, self.info_b = self.a.ok("info"), self.b.ok("info")
         id_a, id_b = self.info_a["node_id"], self.info_b["node_id"]
         self.a.ok("handshake", self.names[1], "--justification", "nat lab")
-        wait_for("the trust request", lambda: any(
-            p["node_id"] == id_a for p in self.b.ok("pending")))
+        wait_for(lambda: any(p["node_id"] == id_a for p in self.b.ok("pending")),
+                 timeout=20.0, interval=0.3, what="the trust request")
         self.b.ok("approve", id_a)
-        wait_for("the accept", lambda: any(t["node_id"] == id_b for t in self.a.ok("trust")))
+        wait_for(lambda: any(t["node_id"] == id_b for t in self.a.ok("trust")),
+                 timeout=20.0, interval=0.3, what="the accept")
         self.ids = (id_a, id_b)
 
     def row(self, side: LabDaemon) -> dict[str, Any]:
@@ -327,13 +316,14 @@ def test_cut_during_a_50_mib_transfer_moves_to_relay_and_back(lab: Env,
             changes = pair.a.path_changes(id_b)
             return bool(changes) and changes[-1].path == "direct"
 
-        wait_for("the transfer to start", partial, timeout=30.0, every=0.002)
+        wait_for(partial, timeout=30.0, interval=0.002, what="the transfer to start")
         try:
             with Lateness() as lateness:
                 cut_at = cut()
-                moved = wait_for("the move to the relay", lambda: next(
+                moved = wait_for(lambda: next(
                     (c for c in pair.a.path_changes(id_b)
-                     if c.at >= cut_at and c.path == "relay"), None), timeout=10.0, every=0.05)
+                     if c.at >= cut_at and c.path == "relay"), None),
+                    timeout=10.0, interval=0.05, what="the move to the relay")
             in_flight = not any(p.name == blob.name for p in received_dir.iterdir())
             # The relay carries the transfer for a while before the cut is lifted.
             held_from = sum(p.stat().st_size for p in received_dir.iterdir())

@@ -60,25 +60,6 @@ def varint_size(value: int) -> int:
     return 8
 
 
-def read_varint(data: bytes | memoryview, pos: int) -> tuple[int, int]:
-    """Decode the varint at `data[pos:]`; return (value, position after it).
-
-    Raises VarintError if the data ends inside the varint.
-    """
-    try:
-        first = data[pos]
-        prefix = first >> 6
-        if prefix == 0:
-            return first, pos + 1
-        if prefix == 1:
-            return _unpack_u16(data, pos)[0] & 0x3FFF, pos + 2
-        if prefix == 2:
-            return _unpack_u32(data, pos)[0] & 0x3FFFFFFF, pos + 4
-        return _unpack_u64(data, pos)[0] & MAX_VARINT, pos + 8
-    except (IndexError, struct.error) as exc:
-        raise VarintError("data ends inside a varint") from exc
-
-
 def read_varint_unchecked(data: bytes | memoryview, pos: int) -> tuple[int, int]:
     """`read_varint` for decoders that catch IndexError and struct.error themselves, once
     per payload (cheaper than translating them per varint)."""
@@ -91,3 +72,14 @@ def read_varint_unchecked(data: bytes | memoryview, pos: int) -> tuple[int, int]
     if prefix == 2:
         return _unpack_u32(data, pos)[0] & 0x3FFFFFFF, pos + 4
     return _unpack_u64(data, pos)[0] & MAX_VARINT, pos + 8
+
+
+def read_varint(data: bytes | memoryview, pos: int) -> tuple[int, int]:
+    """Decode the varint at `data[pos:]`; return (value, position after it).
+
+    Raises VarintError if the data ends inside the varint.
+    """
+    try:
+        return read_varint_unchecked(data, pos)
+    except (IndexError, struct.error) as exc:
+        raise VarintError("data ends inside a varint") from exc
