@@ -111,19 +111,9 @@ class Node(NodeTrust):
 
     def remove_peer(self, address: str, now: float) -> None:
         """Forget a peer entirely: its session (closed quietly), keys and delivery state."""
-        peer = self._peers.pop(address, None)
-        if peer is None:
-            return
-        self._unindex_path(peer)
-        if peer.probe_key is not None:
-            self._peer_by_pair_id.pop(peer.probe_key.pair_id, None)
-        for kp in peer.keys.clear():
-            self._forget_keypair(kp)
-        if peer.handshake is not None:
-            self._handshakes_by_index.pop(peer.handshake.sender_index, None)
-        self._dirty.discard(peer)
-        self._stale.discard(peer)
-        peer.deadline_seq = -1  # its heap entry is dropped when it reaches the top
+        peer = self._peers.get(address)
+        if peer is not None:
+            self._forget_peer(peer)
 
     def is_trusted(self, address: str) -> bool:
         peer = self._peers.get(address)
@@ -424,20 +414,6 @@ class Node(NodeTrust):
                 self._touch(peer)
         self._path_timers(peer, now)
 
-    def _forget_if_stranger(self, peer: Peer) -> bool:
-        """A peer we only know because it handshook with us (a public node's client) is
-        forgotten once its last key pair expired, or strangers would fill memory. Its
-        newest initiation stamp is kept in a bounded table, so old initiations stay
-        refused (DESIGN 4)."""
-        if peer.explicit or peer.keys.keypairs or peer.handshake is not None:
-            return False
-        self._stamps_of_forgotten[peer.address] = peer.newest_initiation_ns
-        while len(self._stamps_of_forgotten) > self.config.session.max_forgotten_stamps:
-            del self._stamps_of_forgotten[next(iter(self._stamps_of_forgotten))]
-        self.remove_peer(peer.address, self._last_now)
-        self.stats["strangers_forgotten"] += 1
-        return True
-
     def next_event(self) -> Event | None:
         return self._events.popleft() if self._events else None
 
@@ -585,17 +561,6 @@ class Node(NodeTrust):
             self.stats["drop_relay_inner_unknown"] += 1
 
     # ------------------------------------------------------------------ helpers
-
-    def _ensure_connection(self, peer: Peer, now: float) -> Connection:
-        if peer.connection is None:
-            peer.connection = Connection(
-                peer.address,
-                self.config.delivery,
-                rng=self._rng,
-                now=now,
-                listening_ports=self._listening_ports,
-            )
-        return peer.connection
 
     def _existing_connection(self, address: str) -> Connection:
         peer = self._peers.get(address)

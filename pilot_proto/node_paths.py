@@ -188,12 +188,6 @@ class NodePaths(NodeState):
                 self._outbox.append(Transmit(packet, probe.addr, probe.ttl))
             self.stats["probes_sent"] += 1
 
-    def _unindex_path(self, peer: Peer) -> None:
-        old = peer.indexed_path
-        if old is not None and self._peer_by_path.get(old) is peer:
-            del self._peer_by_path[old]
-        peer.indexed_path = None
-
     def _after_route_change(self, peer: Peer, now: float) -> None:
         """The path manager moved the peer: index it, restart delivery's path state when
         packets now take another way (RFC 9000 section 9.4), tell the application."""

@@ -1,7 +1,9 @@
 """What every part of the Node shares: its identity, peers, indexes, queues and counters.
 
 The Node is composed of one class per concern (`node_paths`, `peer_handshakes`,
-`rendezvous_sessions`, `node`), each building on this state and the ones before it.
+`rendezvous_sessions`, `node_trust`, `node`), each building on this state and the ones
+before it. A class calls only what it or the classes before it define (no forward
+declarations): that is what lets mypyc compile the chain into native classes.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from itertools import count
 
 from .config import NodeConfig
 from .cookie import CookieChecker
+from .delivery import Connection
 from .errors import PeerNotTrusted, UnknownPeer
 from .events import Event
 from .handshake_xx import XXResponder
@@ -126,6 +129,18 @@ class NodeState:
     def _forget_keypair(self, kp: Keypair) -> None:
         self._keypairs_by_index.pop(kp.local_index, None)
 
+    def _ensure_connection(self, peer: Peer, now: float) -> Connection:
+        """The peer's delivery state, made on first use."""
+        if peer.connection is None:
+            peer.connection = Connection(
+                peer.address,
+                self.config.delivery,
+                rng=self._rng,
+                now=now,
+                listening_ports=self._listening_ports,
+            )
+        return peer.connection
+
     def _new_peer(
         self, address: str, public_key: bytes | None, static_public: bytes | None, trusted: bool
     ) -> Peer:
@@ -143,6 +158,27 @@ class NodeState:
         self._peers[address] = peer
         self._derive_probe_key(peer)
         return peer
+
+    def _forget_peer(self, peer: Peer) -> None:
+        """Drop a registered peer from every index: its session (closed quietly), keys
+        and delivery state go with it."""
+        self._peers.pop(peer.address, None)
+        self._unindex_path(peer)
+        if peer.probe_key is not None:
+            self._peer_by_pair_id.pop(peer.probe_key.pair_id, None)
+        for kp in peer.keys.clear():
+            self._forget_keypair(kp)
+        if peer.handshake is not None:
+            self._handshakes_by_index.pop(peer.handshake.sender_index, None)
+        self._dirty.discard(peer)
+        self._stale.discard(peer)
+        peer.deadline_seq = -1  # its heap entry is dropped when it reaches the top
+
+    def _unindex_path(self, peer: Peer) -> None:
+        old = peer.indexed_path
+        if old is not None and self._peer_by_path.get(old) is peer:
+            del self._peer_by_path[old]
+        peer.indexed_path = None
 
     def _derive_probe_key(self, peer: Peer) -> None:
         if peer.static_public is None:

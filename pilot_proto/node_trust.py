@@ -11,10 +11,6 @@ trusted peers never come here.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING
-
-from .delivery import Connection
 from .delivery.frames import (
     MAX_JUSTIFICATION_BYTES,
     MESSAGE_ID_SIZE,
@@ -42,11 +38,6 @@ _UNTRUSTED_COUNTERS = {
 
 class NodeTrust(RendezvousSessions):
     """Trust frames in and out, and the refusal of everything else from untrusted peers."""
-
-    if TYPE_CHECKING:
-        # Node: the peer's delivery state, made on first use; strangers forgotten.
-        _ensure_connection: Callable[[Peer, float], Connection]
-        _forget_if_stranger: Callable[[Peer], bool]
 
     # ------------------------------------------------------------------ application API
 
@@ -118,6 +109,19 @@ class NodeTrust(RendezvousSessions):
         if not self._forget_if_stranger(peer):
             self._touch(peer)
 
+    def _forget_if_stranger(self, peer: Peer) -> bool:
+        """A peer we only know because it handshook with us (a public node's client) is
+        forgotten once its last key pair expired, or strangers would fill memory. Its
+        newest initiation stamp is kept in a bounded table, so old initiations stay
+        refused (DESIGN 4)."""
+        if peer.explicit or peer.keys.keypairs or peer.handshake is not None:
+            return False
+        self._stamps_of_forgotten[peer.address] = peer.newest_initiation_ns
+        while len(self._stamps_of_forgotten) > self.config.session.max_forgotten_stamps:
+            del self._stamps_of_forgotten[next(iter(self._stamps_of_forgotten))]
+        self._forget_peer(peer)
+        self.stats["strangers_forgotten"] += 1
+        return True
 
     def _room_for_untrusted(self, peer: Peer) -> bool:
         """Whether `peer` (untrusted, without delivery state) may get some. Peers that

@@ -3,9 +3,6 @@ load, retries, rekeying, and installing or closing the session they produce."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING
-
 from .cookie import CookieJar
 from .delivery import ConnectionClosed, PeerUnresponsive
 from .errors import LocalProtocolError, UnknownPeer
@@ -14,13 +11,13 @@ from .handshake import OutgoingHandshake, PeerProof, TransportKeys, read_initiat
 from .keypair import Keypair
 from .node_paths import NodePaths
 from .packets import (
+    HandshakeResponse,
     decode_cookie_reply,
     decode_initiation,
-    decode_response,
     encode_initiation_body,
     encode_response,
 )
-from .peer import Peer, PendingRendezvous
+from .peer import Peer
 from .transmit import Addr, Transmit
 
 #: Initiations go to at most this many candidate endpoints of a peer at once.
@@ -29,12 +26,6 @@ MAX_INITIATION_TARGETS = 8
 
 class PeerHandshakes(NodePaths):
     """Handshakes toward peers and the sessions they install."""
-
-    if TYPE_CHECKING:
-        # RendezvousSessions: a rendezvous pinned by its key answers with an IK response.
-        _rendezvous_established: Callable[
-            [PendingRendezvous, PeerProof, TransportKeys, int, float], None
-        ]
 
     def _start_handshake(self, peer: Peer, now: float) -> None:
         if peer.handshake is not None:
@@ -147,26 +138,11 @@ class PeerHandshakes(NodePaths):
         self.stats["handshakes_answered"] += 1
         peer.restart_unannounced = peer.restart_unannounced or restarted
 
-    def _on_response(
-        self, data: bytes, addr: Addr, now: float, relayed_from: str | None = None
+    def _on_peer_response(
+        self, response: HandshakeResponse, addr: Addr, now: float, relayed_from: str | None
     ) -> None:
-        response = decode_response(data)
-        if response is None:
-            self.stats["drop_malformed_response"] += 1
-            return
-        pending = self._rendezvous_by_index.get(response.receiver_index)
-        if (
-            pending is not None
-            and isinstance(pending.handshake, OutgoingHandshake)
-            and relayed_from is None
-        ):
-            result = pending.handshake.read_response(response.noise_message, self._bindings)
-            if result is None:
-                self.stats["drop_bad_response"] += 1
-                return
-            self.stats["accepted_response"] += 1
-            self._rendezvous_established(pending, result[0], result[1], response.sender_index, now)
-            return
+        """A well-formed IK response that answers no rendezvous (rendezvous_sessions
+        decodes it and looks there first)."""
         peer = self._handshakes_by_index.get(response.receiver_index)
         if peer is None or peer.handshake is None:
             self.stats["drop_unexpected_response"] += 1

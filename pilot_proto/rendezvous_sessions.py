@@ -8,6 +8,7 @@ from .events import RendezvousConnected, RendezvousFailed
 from .handshake import OutgoingHandshake, PeerProof, TransportKeys
 from .handshake_xx import XXInitiator, XXResponder
 from .packets import (
+    decode_response,
     decode_xx_finish,
     decode_xx_init,
     decode_xx_response,
@@ -84,6 +85,30 @@ class RendezvousSessions(PeerHandshakes):
         if pending.handshake is not None:
             self._rendezvous_by_index.pop(pending.handshake.sender_index, None)
         self._rendezvous.pop(pending.endpoint, None)
+
+    def _on_response(
+        self, data: bytes, addr: Addr, now: float, relayed_from: str | None = None
+    ) -> None:
+        """An IK response: from a rendezvous pinned by its key (never relayed), or from
+        a peer (peer_handshakes)."""
+        response = decode_response(data)
+        if response is None:
+            self.stats["drop_malformed_response"] += 1
+            return
+        pending = self._rendezvous_by_index.get(response.receiver_index)
+        if (
+            pending is not None
+            and isinstance(pending.handshake, OutgoingHandshake)
+            and relayed_from is None
+        ):
+            result = pending.handshake.read_response(response.noise_message, self._bindings)
+            if result is None:
+                self.stats["drop_bad_response"] += 1
+                return
+            self.stats["accepted_response"] += 1
+            self._rendezvous_established(pending, result[0], result[1], response.sender_index, now)
+            return
+        self._on_peer_response(response, addr, now, relayed_from)
 
     def _on_xx_init(self, data: bytes, addr: Addr, now: float) -> None:
         init = decode_xx_init(data)
