@@ -33,10 +33,10 @@ import time
 
 from pilot_proto import Identity, IdentityRecord, Node, NodeConfig, Transmit
 from pilot_proto.delivery import MessageReceived
-from pilot_proto.delivery import connection as connection_module
 from pilot_proto.driver import Driver, Pending
 
 from . import pure
+from .framework import core_build
 
 SIZE = 200
 #: The virtual clock's step per hop: about a loopback exchange, so RTT estimates and
@@ -111,10 +111,7 @@ class Exchange:
         return datagrams
 
 
-def build() -> str:
-    """Which build of the core this process runs: "mypyc" when the delivery modules are
-    the compiled ones `make fast` leaves beside the sources, else "pure"."""
-    return "mypyc" if connection_module.__file__.endswith(".so") else "pure"
+build = core_build
 
 
 def _callgrind_instructions(trips: int) -> int:

@@ -201,8 +201,19 @@ def _read_int(path: str) -> int | None:
         return None
 
 
+def core_build() -> str:
+    """Which build of the core this process imports: "mypyc" (the compiled modules
+    `make install` builds where it can) or "pure". Worker processes a benchmark starts
+    import the same tree, so every figure of a run measured this one (bar the pure
+    baselines `bench.pure` runs on purpose, which say so in their names)."""
+    import pilot_proto.node
+
+    return "mypyc" if (pilot_proto.node.__file__ or "").endswith(".so") else "pure"
+
+
 def machine_facts() -> dict[str, object]:
-    """Core count, Python, platform and UDP socket buffer sizes, as the contract asks."""
+    """Core count, Python, platform, UDP socket buffer sizes (as the contract asks) and
+    which build of the core was measured."""
     probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
         rcvbuf = probe.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
@@ -219,6 +230,7 @@ def machine_facts() -> dict[str, object]:
         "python": platform.python_version(),
         "implementation": platform.python_implementation(),
         "platform": platform.platform(),
+        "core_build": core_build(),
         "socket_buffers": {
             "udp_so_rcvbuf": rcvbuf,
             "udp_so_sndbuf": sndbuf,
