@@ -18,7 +18,9 @@ class Pending:
     (on the owner, from inside a driver call). `outcome()` hands the caller the result
     or raises the error."""
 
-    __slots__ = ("_cleanup", "_give_back", "_notify", "_on_timeout", "done", "error", "result")
+    __slots__ = (
+        "_cleanup", "_give_back", "_notify", "_on_timeout", "done", "error", "result", "waiter",
+    )
 
     def __init__(self, notify: Notify) -> None:
         self._notify = notify
@@ -30,6 +32,9 @@ class Pending:
         #: Puts a handed-out item back if the caller was cancelled before it saw it.
         self._give_back: Callable[[], None] | None = None
         self._on_timeout: Callable[[], BaseException] | None = None
+        #: The binding's own waiting object (e.g. a future), for a `notify` shared by every
+        #: call: no closure per call, and none at all for a call that completes at once.
+        self.waiter: Any = None
 
     def outcome(self) -> Any:
         error = self.error

@@ -20,7 +20,7 @@ from typing import Any
 from pilot_proto import Identity, IdentityRecord, NodeConfig
 from pilot_proto import Node as CoreNode
 from pilot_proto.delivery import DatagramReceived, MessageReceived
-from pilot_proto.driver import Driver, Notify, Pending, UdpPort
+from pilot_proto.driver import Driver, Pending, UdpPort
 from pilot_proto.errors import NodeClosed
 from pilot_proto.events import Event, PeerInfo
 from pilot_proto.transmit import Addr, Transmit
@@ -32,6 +32,13 @@ log = logging.getLogger("pilot_asyncio")
 # The core wants fine-grained monotonic seconds: uvloop's loop.time() has millisecond
 # resolution, too coarse for RTTs on a LAN.
 _monotonic = time.monotonic
+
+
+def _wake(pending: Pending) -> None:
+    """Every call's notify: wake the task awaiting the call, unless it gave up already."""
+    future = pending.waiter
+    if future is not None and not future.done():
+        future.set_result(None)
 
 
 class Node:
@@ -193,20 +200,19 @@ class Node:
             raise NodeClosed("the node is not started; call start() first")
         return _monotonic()
 
-    async def _wait(self, start: Callable[[float, Notify], Pending]) -> Any:
-        """Start a driver operation and await its completion."""
-        now = self._now()
-        loop = self._loop
-        assert loop is not None
-        future: asyncio.Future[None] = loop.create_future()
+    #: The notify every driver operation of this binding is started with (see `_finish`).
+    _notify = staticmethod(_wake)
 
-        def notify(pending: Pending) -> None:
-            if not future.done():
-                future.set_result(None)
-
-        pending = start(now, notify)
+    async def _finish(self, pending: Pending) -> Any:
+        """Await a driver operation started with `_wake` as its notify, then hand over
+        its outcome. The future is made only when the call has to wait (a receive often
+        finds its message queued)."""
         self._kick()
         if not pending.done:
+            loop = self._loop
+            assert loop is not None
+            future: asyncio.Future[None] = loop.create_future()
+            pending.waiter = future
             try:
                 await future
             except asyncio.CancelledError:
@@ -231,13 +237,11 @@ class Node:
 
     async def connect(self, address: str, *, timeout: float | None = 10.0) -> None:
         """Make a session with the peer (ConnectionFailed if that fails)."""
-        await self._wait(lambda now, notify: self._driver.connect(address, now, timeout, notify))
+        await self._finish(self._driver.connect(address, self._now(), timeout, _wake))
 
     async def ping(self, address: str, *, timeout: float | None = 5.0) -> float:
         """Round-trip time to the peer, in seconds."""
-        rtt: float = await self._wait(
-            lambda now, notify: self._driver.ping(address, now, timeout, notify)
-        )
+        rtt: float = await self._finish(self._driver.ping(address, self._now(), timeout, _wake))
         return rtt
 
     def peer_info(self, address: str) -> PeerInfo:
@@ -276,11 +280,9 @@ class Node:
         """Send a message and return its id once the peer's application confirmed it
         (DeliveryTimeout if it did not within `timeout`). `message_id` (16 bytes) sends
         it under an id the caller chose; a receiver that has it already just receipts."""
-        sent_id: bytes = await self._wait(
-            lambda now, notify: self._driver.send_message(
-                address, data, now, type, reply_to, timeout, notify, message_id
-            )
-        )
+        sent_id: bytes = await self._finish(self._driver.send_message(
+            address, data, self._now(), type, reply_to, timeout, _wake, message_id
+        ))
         return sent_id
 
     async def reply(
@@ -294,8 +296,8 @@ class Node:
 
     async def receive(self, *, timeout: float | None = None) -> MessageReceived:
         """The next message from any peer (confirmed now if the node auto-confirms)."""
-        message: MessageReceived = await self._wait(
-            lambda now, notify: self._driver.receive_message(now, timeout, notify)
+        message: MessageReceived = await self._finish(
+            self._driver.receive_message(self._now(), timeout, _wake)
         )
         return message
 
@@ -317,8 +319,8 @@ class Node:
         self._call(lambda now: self._driver.send_datagram(address, data, now))
 
     async def receive_datagram(self, *, timeout: float | None = None) -> DatagramReceived:
-        datagram: DatagramReceived = await self._wait(
-            lambda now, notify: self._driver.receive_datagram(now, timeout, notify)
+        datagram: DatagramReceived = await self._finish(
+            self._driver.receive_datagram(self._now(), timeout, _wake)
         )
         return datagram
 
@@ -330,9 +332,7 @@ class Node:
 
     async def accept(self, port: int, *, timeout: float | None = None) -> Stream:
         """The next stream a peer opened to `port` (after `listen(port)`)."""
-        state = await self._wait(
-            lambda now, notify: self._driver.accept(port, now, timeout, notify)
-        )
+        state = await self._finish(self._driver.accept(port, self._now(), timeout, _wake))
         return Stream(self, state)
 
     def open_stream(self, address: str, port: int) -> Stream:

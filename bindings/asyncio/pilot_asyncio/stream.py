@@ -44,8 +44,8 @@ class Stream:
         """Return once all of `data` is in the send buffer; with `end`, our direction ends
         after it. A write cancelled or timed out part-way resets the stream."""
         node, state = self._node, self._state
-        await node._wait(
-            lambda now, notify: node._driver.stream_write(state, data, end, now, timeout, notify)
+        await node._finish(
+            node._driver.stream_write(state, data, end, node._now(), timeout, node._notify)
         )
 
     def end(self) -> None:
@@ -55,8 +55,8 @@ class Stream:
     async def read(self, max_bytes: int = READ_SIZE, *, timeout: float | None = None) -> bytes:
         """Up to `max_bytes` bytes (at least one), or b"" once the peer ended the stream."""
         node, state = self._node, self._state
-        data: bytes = await node._wait(
-            lambda now, notify: node._driver.stream_read(state, max_bytes, now, timeout, notify)
+        data: bytes = await node._finish(
+            node._driver.stream_read(state, max_bytes, node._now(), timeout, node._notify)
         )
         return data
 
