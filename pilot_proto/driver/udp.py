@@ -212,6 +212,7 @@ class DatagramSocket(Protocol):
     def getsockopt(self, level: int, option: int, /) -> int: ...
     def recvmsg(self, bufsize: int, ancbufsize: int, /) -> tuple[bytes, list[Any], int, Any]: ...
     def sendmsg(self, buffers: Any, ancdata: Any, flags: int, address: Any, /) -> int: ...
+    def sendto(self, data: bytes, address: Any, /) -> int: ...
     def close(self) -> None: ...
 
 
@@ -341,6 +342,21 @@ class UdpPort:
         if not transmits:
             return  # most polls between packets have nothing to send
         stats = self._stats
+        if len(transmits) == 1 and transmits[0].ttl is None:
+            # A round trip's case: one datagram, no batch, no ancillary data to build.
+            transmit = transmits[0]
+            target = socket_address(transmit.addr, self.ipv6)
+            if target is None:
+                stats["send_unreachable_family"] += 1
+                return
+            try:
+                self.sock.sendto(transmit.data, target)
+                stats["datagrams_sent"] += 1
+            except (BlockingIOError, InterruptedError):
+                stats["send_dropped_buffer_full"] += 1
+            except OSError as error:
+                self._send_failed(target, error)
+            return
         for target, buffers, ancillary in sendmsg_calls(transmits, self.gso, self.ipv6, stats):
             try:
                 self.sock.sendmsg(buffers, ancillary, 0, target)
@@ -355,8 +371,11 @@ class UdpPort:
                     self.gso = False
                     self.send([Transmit(data, canonical_address(target)) for data in buffers])
                 else:
-                    stats["send_error"] += 1
-                    self._log.debug("UDP send to %s failed: %s", target, error)
+                    self._send_failed(target, error)
+
+    def _send_failed(self, target: tuple[Any, ...], error: OSError) -> None:
+        self._stats["send_error"] += 1
+        self._log.debug("UDP send to %s failed: %s", target, error)
 
     def close(self) -> None:
         self.sock.close()
