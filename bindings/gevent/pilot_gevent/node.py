@@ -1,7 +1,9 @@
 """A pilot-proto node on the gevent hub: blocking calls for greenlets (and other threads).
 
 The hub of the thread that starts the node is the core's single owner. The socket is a
-non-blocking `gevent.socket` read from an io watcher callback, the one timer is a hub
+non-blocking socket read from an io watcher callback: a plain `_socket` one, which
+monkey-patching leaves alone, since the watcher does all the waiting and gevent's socket
+would only wrap every recvmsg and sendmsg in a Python frame. The one timer is a hub
 timer, and a call made by a greenlet runs at once (greenlets of one hub never run at the
 same time) and schedules one poll with `run_callback`, so the calls of a loop turn share
 one flush. Threads other than the hub's queue their calls through `hub.loop.async_()`
@@ -10,6 +12,7 @@ and block on a real lock, since gevent's primitives are not thread-safe.
 
 from __future__ import annotations
 
+import _socket
 import logging
 import os
 import time
@@ -94,7 +97,7 @@ class Node(BlockingNode):
         host, port, sock = self._bind
         driver = self._driver
         self._udp = UdpPort.open(
-            gsocket, host, port, sock, driver.datagram_received, driver.stats, log
+            _socket, host, port, sock, driver.datagram_received, driver.stats, log
         )
         self._owner = _get_ident()
         loop = self._loop = gevent.get_hub().loop
