@@ -49,6 +49,7 @@ _DELIVERY_LEFT_OUT = {
 MODULES = [
     *sorted(set(glob.glob("pilot_proto/delivery/*.py", root_dir=ROOT)) - _DELIVERY_LEFT_OUT),
     "pilot_proto/driver/addresses.py",
+    "pilot_proto/driver/busy_poll.py",
     "pilot_proto/driver/owner.py",
     "pilot_proto/driver/pending.py",
     "pilot_proto/driver/udp.py",

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from .addresses import canonical_address, socket_address
 from .blocking import READ_SIZE, BlockingNode, BlockingStream, Handoff, Lock
+from .busy_poll import BUSY_POLL_LIMIT, BusyPoll
 from .owner import DATAGRAM_QUEUE_LIMIT, Driver, StreamState
 from .pending import Notify, Pending
 from .udp import (
@@ -39,6 +40,7 @@ from .udp import (
 )
 
 __all__ = [
+    "BUSY_POLL_LIMIT",
     "DATAGRAM_QUEUE_LIMIT",
     "GSO_MAX_BYTES",
     "GSO_MAX_SEGMENTS",
@@ -54,6 +56,7 @@ __all__ = [
     "UDP_SEGMENT",
     "BlockingNode",
     "BlockingStream",
+    "BusyPoll",
     "DatagramSocket",
     "Driver",
     "Handoff",

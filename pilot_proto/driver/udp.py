@@ -22,6 +22,7 @@ from typing import Any, Protocol
 
 from ..transmit import Addr, Transmit
 from .addresses import canonical_address, socket_address
+from .busy_poll import BUSY_POLL_LIMIT, BusyPoll
 from .memory import keep_freed_memory
 
 __all__ = [
@@ -252,8 +253,10 @@ class UdpPort:
         feed: Feed,
         stats: Counter[str],
         log: logging.Logger,
+        busy_poll: float = BUSY_POLL_LIMIT,
     ) -> None:
         self.sock = sock
+        self.busy = BusyPoll(busy_poll)
         self.ipv6 = ipv6
         self._feed = feed
         self._stats = stats
@@ -273,6 +276,7 @@ class UdpPort:
         feed: Feed,
         stats: Counter[str],
         log: logging.Logger,
+        busy_poll: float = BUSY_POLL_LIMIT,
     ) -> UdpPort:
         """Bind `host`:`port` (an IPv6 host gives an IPv6 socket, "::" a dual-stack one),
         or take `sock`, bound already; make it non-blocking with large buffers. The first
@@ -300,7 +304,7 @@ class UdpPort:
             warning = buffer_shortfall(kind, SOCKET_BUFFER_SIZE, granted, sysctl)
             if warning:
                 log.warning(warning)
-        return cls(sock, sock.family == sockets.AF_INET6, feed, stats, log)
+        return cls(sock, sock.family == sockets.AF_INET6, feed, stats, log, busy_poll)
 
     def receive(self, limit: int, now: float) -> int:
         """Feed up to about `limit` datagrams to the core; fewer: the socket is drained."""
@@ -330,12 +334,38 @@ class UdpPort:
     ) -> None:
         """Read everything the socket holds, a batch at a time, each batch followed by a
         `poll` of the core whose datagrams (ACKs first of all) go out at once."""
+        self.busy.woke(clock())
         for _ in range(RECEIVE_ROUNDS):
             now = clock()
             count = self.receive(RECEIVE_BATCH, now)
             self.send(poll(now))
             if count < RECEIVE_BATCH:
                 return
+
+    def linger(
+        self, poll: Callable[[float], Sequence[Transmit]], clock: Callable[[], float]
+    ) -> None:
+        """After a send, keep reading for the adaptive busy-poll window (`busy_poll`)
+        before the binding sleeps: what arrives meanwhile is fed and answered as `drain`
+        does. Blocks the caller for at most the window."""
+        busy, stats = self.busy, self._stats
+        now = clock()
+        if busy.window:
+            until = now + busy.window
+            while True:
+                count = self.receive(RECEIVE_BATCH, now)
+                if count:
+                    busy.caught()
+                    stats["busy_poll_caught"] += 1
+                    self.send(poll(now))
+                    if count >= RECEIVE_BATCH:
+                        self.drain(poll, clock)
+                    return
+                if now >= until:
+                    stats["busy_poll_missed"] += 1
+                    break
+                now = clock()
+        busy.missed(now)
 
     def send(self, transmits: Sequence[Transmit]) -> None:
         """Send without blocking: a full send buffer drops (the core retransmits)."""

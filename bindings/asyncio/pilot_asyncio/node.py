@@ -20,7 +20,7 @@ from typing import Any
 from pilot_proto import Identity, IdentityRecord, NodeConfig
 from pilot_proto import Node as CoreNode
 from pilot_proto.delivery import DatagramReceived, MessageReceived
-from pilot_proto.driver import Driver, Pending, UdpPort
+from pilot_proto.driver import BUSY_POLL_LIMIT, Driver, Pending, UdpPort
 from pilot_proto.errors import NodeClosed
 from pilot_proto.events import Event, PeerInfo
 from pilot_proto.transmit import Addr, Transmit
@@ -61,6 +61,7 @@ class Node:
         on_event: Callable[[Event], bool | None] | None = None,
         rng: Callable[[int], bytes] = os.urandom,
         wall_clock: Callable[[], float] = time.time,
+        busy_poll: float = BUSY_POLL_LIMIT,
         trust_policy: Callable[[str], bool] | None = None,
     ) -> None:
         """`on_event` sees every core event first; returning True consumes it (the node
@@ -72,6 +73,7 @@ class Node:
         )
         self._driver = Driver(core, auto_confirm=auto_confirm, on_event=on_event)
         self._bind = (host, port, sock)
+        self._busy_poll = busy_poll
         self._owns_socket = sock is None
         self._udp: UdpPort | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -121,7 +123,8 @@ class Node:
         self._loop = asyncio.get_running_loop()
         driver = self._driver
         self._udp = UdpPort.open(
-            socket, host, port, sock, driver.datagram_received, driver.stats, log
+            socket, host, port, sock, driver.datagram_received, driver.stats, log,
+            self._busy_poll,
         )
         self._loop.add_reader(self._udp.sock.fileno(), self._on_readable)
         return self
@@ -176,8 +179,14 @@ class Node:
         self._poll_scheduled = False
         if self._driver.closed:
             return
-        assert self._udp is not None
-        self._udp.send(self._driver.poll(_monotonic()))
+        udp = self._udp
+        assert udp is not None
+        out = self._driver.poll(_monotonic())
+        if out:
+            udp.send(out)
+            # An answer to what just left is likely within microseconds: read for it
+            # before sleeping (busy_poll.py says why and when this stops).
+            udp.linger(self._poll_after_read, _monotonic)
         self._arm_timer()
 
     def _arm_timer(self) -> None:

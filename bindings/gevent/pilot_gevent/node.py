@@ -28,7 +28,15 @@ from gevent.hub import Waiter  # type: ignore[import-untyped]
 
 from pilot_proto import Identity, NodeConfig
 from pilot_proto import Node as CoreNode
-from pilot_proto.driver import BlockingNode, Driver, Handoff, Notify, Pending, UdpPort
+from pilot_proto.driver import (
+    BUSY_POLL_LIMIT,
+    BlockingNode,
+    Driver,
+    Handoff,
+    Notify,
+    Pending,
+    UdpPort,
+)
 from pilot_proto.errors import NodeClosed
 from pilot_proto.events import Event
 from pilot_proto.transmit import Addr, Transmit
@@ -65,11 +73,13 @@ class Node(BlockingNode):
         on_event: Callable[[Event], None] | None = None,
         rng: Callable[[int], bytes] = os.urandom,
         wall_clock: Callable[[], float] = time.time,
+        busy_poll: float = BUSY_POLL_LIMIT,
     ) -> None:
         self.identity = identity
         core = CoreNode(identity, config, rng=rng, wall_clock=wall_clock)
         self._driver = Driver(core, auto_confirm=auto_confirm, on_event=on_event)
         self._bind = (host, port, sock)
+        self._busy_poll = busy_poll
         self._owns_socket = sock is None
         self._udp: UdpPort | None = None
         self._loop: Any = None
@@ -97,7 +107,8 @@ class Node(BlockingNode):
         host, port, sock = self._bind
         driver = self._driver
         self._udp = UdpPort.open(
-            _socket, host, port, sock, driver.datagram_received, driver.stats, log
+            _socket, host, port, sock, driver.datagram_received, driver.stats, log,
+            self._busy_poll,
         )
         self._owner = _get_ident()
         loop = self._loop = gevent.get_hub().loop
@@ -163,8 +174,14 @@ class Node(BlockingNode):
         self._poll_scheduled = False
         if self._driver.closed:
             return
-        assert self._udp is not None
-        self._udp.send(self._driver.poll(_monotonic()))
+        udp = self._udp
+        assert udp is not None
+        out = self._driver.poll(_monotonic())
+        if out:
+            udp.send(out)
+            # An answer to what just left is likely within microseconds: read for it
+            # before sleeping (busy_poll.py says why and when this stops).
+            udp.linger(self._poll_after_read, _monotonic)
         self._arm_timer()
 
     def _arm_timer(self) -> None:
