@@ -9,7 +9,8 @@ import logging
 import os
 import socket
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 
 import pilot_asyncio
 import pilot_threads
@@ -175,6 +176,141 @@ def test_threads_closed_node(thread_pair: tuple[pilot_threads.Node, pilot_thread
     assert results == [[]]
     with pytest.raises(NodeClosed):
         b.send_message(a.address, b"x")
+
+
+def in_thread(call: Callable[[], object]) -> tuple[threading.Thread, list[object]]:
+    """Run `call` in a thread; its result (or the exception it raised) lands in the list."""
+    outcome: list[object] = []
+
+    def run() -> None:
+        try:
+            outcome.append(call())
+        except BaseException as error:
+            outcome.append(error)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, outcome
+
+
+def test_threads_calls_go_through_while_a_thread_is_blocked_in_receive(
+    thread_pair: tuple[pilot_threads.Node, pilot_threads.Node],
+) -> None:
+    """A thread blocked in receive() waits on the socket for the node; other threads'
+    calls (a ping, a message out and its receipt, stats) still complete meanwhile."""
+    a, b = thread_pair
+    waiting, got = in_thread(lambda: b.receive(timeout=20))
+    replies, echoed = in_thread(lambda: a.receive(timeout=20))
+    assert b.ping(a.address, timeout=5) > 0
+    b.send_message(a.address, b"from another thread", timeout=5)
+    assert b.stats()["datagrams_sent"] > 0
+    replies.join(10)
+    assert [m.data for m in echoed] == [b"from another thread"]  # type: ignore[attr-defined]
+    assert waiting.is_alive()  # still waiting for its own message
+    a.send_message(b.address, b"for the waiting thread", timeout=5)
+    waiting.join(10)
+    assert [m.data for m in got] == [b"for the waiting thread"]  # type: ignore[attr-defined]
+
+
+def test_threads_request_reply_from_many_threads_while_one_collects_replies(
+    thread_pair: tuple[pilot_threads.Node, pilot_threads.Node],
+) -> None:
+    """Eight threads send requests (each waiting for its receipt) while one thread of the
+    same node collects every reply: each request gets its reply, none is lost."""
+    a, b = thread_pair
+    count = 8 * 15
+
+    def serve() -> None:
+        for _ in range(count):
+            request = b.receive(timeout=20)
+            b.reply(request, b"re:" + request.data, timeout=20)
+
+    server, served = in_thread(serve)
+    collector, collected = in_thread(lambda: [a.receive(timeout=20) for _ in range(count)])
+    sent: dict[bytes, bytes] = {}
+
+    def request(n: int) -> None:
+        for i in range(15):
+            data = f"{n}:{i}".encode()
+            sent[a.send_message(b.address, data, timeout=20)] = data
+
+    senders = [in_thread(lambda n=n: request(n)) for n in range(8)]
+    for thread, outcome in senders:
+        thread.join(30)
+        assert outcome == [None]
+    server.join(30)
+    collector.join(30)
+    assert served == [None]
+    replies = collected[0]
+    assert isinstance(replies, list) and len(replies) == count
+    assert {m.reply_to: m.data for m in replies} == {
+        message_id: b"re:" + data for message_id, data in sent.items()
+    }
+
+
+@pytest.mark.parametrize("first_gives_up", [True, False])
+def test_threads_a_timeout_in_the_middle_of_a_wait_leaves_the_node_working(
+    thread_pair: tuple[pilot_threads.Node, pilot_threads.Node], first_gives_up: bool
+) -> None:
+    """Two threads wait in receive(); one of them (the one that started first and waits on
+    the socket for both, or the other) times out. The other still gets the next message,
+    and the message that arrives after the timeout is not lost to the one that gave up."""
+    a, b = thread_pair
+    short, long = (0.3, 20.0) if first_gives_up else (20.0, 0.3)
+    first, first_got = in_thread(lambda: b.receive(timeout=short))
+    second, second_got = in_thread(lambda: b.receive(timeout=long))
+    quitter, quitter_got = (first, first_got) if first_gives_up else (second, second_got)
+    stayer, stayer_got = (second, second_got) if first_gives_up else (first, first_got)
+    quitter.join(10)
+    assert len(quitter_got) == 1 and isinstance(quitter_got[0], PilotTimeout)
+    assert stayer.is_alive()
+    a.send_message(b.address, b"after the timeout", timeout=5)
+    stayer.join(10)
+    assert [m.data for m in stayer_got] == [b"after the timeout"]  # type: ignore[attr-defined]
+    receiving, got = in_thread(lambda: b.receive(timeout=5))
+    a.send_message(b.address, b"next", timeout=5)  # returns once b's thread took it
+    receiving.join(10)
+    assert [m.data for m in got] == [b"next"]  # type: ignore[attr-defined]
+
+
+def test_threads_receipt_goes_out_while_the_receiver_makes_no_further_call(
+    thread_pair: tuple[pilot_threads.Node, pilot_threads.Node],
+) -> None:
+    """The RECEIPT of a message is held back for the receiving thread's next call (so a
+    reply can carry it); a thread that makes none must not leave the sender waiting."""
+    a, b = thread_pair
+    for n in range(5):
+        receiving, got = in_thread(lambda: b.receive(timeout=10))
+        a.send_message(b.address, b"%d" % n, timeout=5)  # DeliveryTimeout without it
+        receiving.join(10)
+        assert [m.data for m in got] == [b"%d" % n]  # type: ignore[attr-defined]
+    assert b.stats()["linger_expired"] >= 1
+
+
+def test_threads_close_wakes_every_blocked_thread(
+    thread_pair: tuple[pilot_threads.Node, pilot_threads.Node],
+) -> None:
+    """Threads blocked in different calls (one waits on the socket, the others for it)
+    all get NodeClosed when another thread closes the node, and the port is free again."""
+    a, b = thread_pair
+    b.listen(7)
+    calls = [
+        lambda: b.receive(),
+        lambda: b.receive_datagram(),
+        lambda: b.accept(7),
+        lambda: b.send_message(a.address, b"never receipted"),
+    ]
+    blocked = [in_thread(call) for call in calls]  # a takes no message: no receipt comes
+    time.sleep(0.2)  # let them block (one that had not yet would get NodeClosed too)
+    host, port = b.endpoint
+    b.close()
+    for thread, outcome in blocked:
+        thread.join(10)
+        assert not thread.is_alive()
+        assert len(outcome) == 1 and isinstance(outcome[0], NodeClosed), outcome
+    again = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    again.bind((host, port))
+    again.close()
 
 
 def test_a_socket_passed_in_is_used_and_left_open(caplog: pytest.LogCaptureFixture) -> None:

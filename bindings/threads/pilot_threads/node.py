@@ -309,7 +309,11 @@ class Node(BlockingNode):
         if self._owed:
             armed = min(armed, now + _LINGER)
         self._armed = armed
-        return None if armed == math.inf else max(armed - now, 0.0)
+        if armed == math.inf:
+            return None
+        # From a fresh clock: the selector rounds a timeout up to the millisecond, so a
+        # pacing delay of a few µs that has passed already must wait 0, not 1 ms.
+        return max(armed - _monotonic(), 0.0)
 
     def _ring(self) -> None:
         """Wake the poller out of the selector (one byte until it reads them)."""
@@ -384,11 +388,14 @@ class Node(BlockingNode):
             self._flush(now)  # a timer, held-back packets, or a nudge
 
     def _poll_after_read(self, now: float) -> Sequence[Transmit]:
-        """The drain's poll: route what arrived; if that completed a call, hold the
-        packets back for its thread's next call."""
+        """The drain's poll: route what arrived; if that completed the polling thread's
+        own call, hold the packets back for its next call (another thread's next call
+        comes only after a thread switch: they go now)."""
         if self._driver.route(now):
-            self._owed = True
-            return ()
+            call = self._poller_call
+            if call is not None and call.pending is not None and call.pending.done:
+                self._owed = True
+                return ()
         self._owed = False
         return self._driver.poll(now)
 
@@ -466,6 +473,8 @@ class Node(BlockingNode):
                     if self._poller == _NOBODY:
                         idle = now - self._vacated_at
                         if self._waiters or idle >= _LINGER:
+                            if self._owed:  # the completed caller made no call in time
+                                self._driver.stats["linger_expired"] += 1
                             self._poller = me
                             self._flush(now)  # anything held back, timers due
                             timeout = self._arm(now)
