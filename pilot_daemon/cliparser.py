@@ -416,6 +416,8 @@ def command_schema(parser: argparse.ArgumentParser) -> dict[str, Any]:
             "PILOT_RENDEZVOUS": "rendezvous HOST:PORT[#KEY] when --rendezvous is not given",
             "PILOT_PATH_TIMERS": "path timers for daemon start, a JSON object of PathConfig "
                                  "fields plus rendezvous_heartbeat (tests and labs)",
+            "PILOT_BUSY_POLL_US": "longest busy-poll after a send for daemon start, "
+                                  "microseconds (default 200; 0 never spins)",
         },
     }
 

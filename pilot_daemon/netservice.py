@@ -43,6 +43,7 @@ from pilot_asyncio import Node
 from pilot_proto import DeliveryConfig, NodeConfig
 from pilot_proto.config import PathConfig, SessionConfig
 from pilot_proto.delivery import MessageReceived
+from pilot_proto.driver import BUSY_POLL_LIMIT
 from pilot_proto.errors import (
     ConnectionFailed,
     ConnectTimeout,
@@ -143,6 +144,29 @@ NAT_CLASSIFIER = ClassifierConfig(rto=0.2, rc=3, rm=3, test_filtering=False)
 #: `rendezvous_heartbeat`, the seconds between heartbeats to the rendezvous (default 20),
 #: which keep our NAT's mapping toward it (and so the relay) alive.
 PATH_TIMERS_ENV = "PILOT_PATH_TIMERS"
+#: Environment variable with the longest busy-poll after a send, in microseconds
+#: (pilot_proto/driver/busy_poll.py; 0 never spins: the least CPU, the slowest LAN replies).
+BUSY_POLL_ENV = "PILOT_BUSY_POLL_US"
+
+
+def busy_poll_limit(environ: Mapping[str, str] | None = None) -> float:
+    """`PILOT_BUSY_POLL_US` in seconds (the binding's default when unset).
+    PilotctlError(invalid_argument) when it is not a number of microseconds >= 0."""
+    text = (os.environ if environ is None else environ).get(BUSY_POLL_ENV, "").strip()
+    if not text:
+        return BUSY_POLL_LIMIT
+    try:
+        micros = float(text)
+    except ValueError:
+        micros = -1.0
+    if not 0 <= micros <= 1e6:
+        raise PilotctlError(
+            ErrorCode.INVALID_ARGUMENT,
+            f"{BUSY_POLL_ENV} must be microseconds from 0 to 1000000, got {text!r}",
+            f"e.g. {BUSY_POLL_ENV}=0 to never busy-poll, or unset it for the default "
+            f"({BUSY_POLL_LIMIT * 1e6:.0f})",
+        )
+    return micros * 1e-6
 
 
 def path_timers(environ: Mapping[str, str] | None = None) -> tuple[PathConfig, float | None]:
@@ -268,6 +292,7 @@ class PilotNetwork:
         self._loop = loop = asyncio.get_running_loop()
         self._floor_saved = config.handshake_floor_ns
         paths, heartbeat = path_timers()
+        busy_poll = busy_poll_limit()
         endpoint = await _resolve(config.rendezvous, config.udp_socket.family)
         key = _decode_key(config.rendezvous)
         self._endpoint = endpoint
@@ -278,6 +303,7 @@ class PilotNetwork:
             auto_confirm=False,
             on_event=self._on_node_event,
             trust_policy=self._trust_policy,
+            busy_poll=busy_poll,
         )
         await node.start()
         self._node = node

@@ -195,6 +195,21 @@ def test_bad_flag_values_exit_1(homes: Any) -> None:
     assert not home.root.exists() or not (home.root / "api.sock").exists()
 
 
+def test_busy_poll_setting_is_checked_and_zero_is_accepted(homes: Any) -> None:
+    home = homes()
+    for bad in ("fast", "-5", "2e6"):
+        env = dict(home.env, PILOT_BUSY_POLL_US=bad)
+        code, envelope = home.json("daemon", "start", "--rendezvous", RENDEZVOUS,
+                                   "--listen", "127.0.0.1:0", env=env)
+        assert code == 1 and envelope["code"] == "invalid_argument", bad
+        assert "PILOT_BUSY_POLL_US" in envelope["message"] and envelope["hint"]
+    env = dict(home.env, PILOT_BUSY_POLL_US="0")
+    code, envelope = home.json("daemon", "start", "--rendezvous", RENDEZVOUS,
+                               "--listen", "127.0.0.1:0", env=env)
+    assert code == 0, envelope
+    assert home.run("daemon", "status", "--check").returncode == 0
+
+
 def test_sigterm_is_a_clean_shutdown(homes: Any) -> None:
     home = homes()
     pid = home.start()["pid"]
