@@ -169,15 +169,47 @@ def test_two_nodes_on_one_loop_stop_spinning_and_lose_nothing() -> None:
             for i in range(300):
                 await a.send_message(b.address, b"%d" % i, timeout=10)
                 replies.append((await a.receive(timeout=10)).data)
-            early = a.stats()["busy_poll_missed"] + b.stats()["busy_poll_missed"]
+            early = a.stats().get("busy_poll_missed", 0) + b.stats().get("busy_poll_missed", 0)
             for i in range(300):
                 await a.send_message(b.address, b"late %d" % i, timeout=10)
                 await a.receive(timeout=10)
-            late = a.stats()["busy_poll_missed"] + b.stats()["busy_poll_missed"] - early
+            late = (
+                a.stats().get("busy_poll_missed", 0) + b.stats().get("busy_poll_missed", 0) - early
+            )
             responder.cancel()
             return early, late, replies
 
     early, late, replies = asyncio.run(main())
     assert replies == [b"%d" % i for i in range(300)]
-    assert early < 60
+    assert early < 80  # ~25 per node: 4, then 3 per reopening, reopenings ever rarer
     assert late < 10  # 600 sends over both nodes, almost none of them spun
+
+
+def test_threads_exchange_in_order_and_zero_turns_spinning_off() -> None:
+    import threading
+
+    import pilot_threads
+
+    a = pilot_threads.Node(Identity.generate(os.urandom), busy_poll=0.0).start()
+    b = pilot_threads.Node(Identity.generate(os.urandom)).start()
+    with a, b:
+        a.add_peer(record_of(b.identity), [b.endpoint])
+        b.add_peer(record_of(a.identity), [a.endpoint])
+
+        def echo() -> None:
+            for _ in range(100):
+                message = b.receive(timeout=10)
+                b.reply(message, message.data)
+
+        responder = threading.Thread(target=echo, daemon=True)
+        responder.start()
+        replies = []
+        for i in range(100):
+            a.send_message(b.address, b"%d" % i, timeout=10)
+            replies.append(a.receive(timeout=10).data)
+        responder.join(10)
+        assert replies == [b"%d" % i for i in range(100)]
+        stats = a.stats()
+        assert stats.get("busy_poll_caught", 0) == stats.get("busy_poll_missed", 0) == 0
+        spun = b.stats()
+        assert spun.get("busy_poll_caught", 0) + spun.get("busy_poll_missed", 0) > 0

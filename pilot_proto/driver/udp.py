@@ -257,6 +257,8 @@ class UdpPort:
     ) -> None:
         self.sock = sock
         self.busy = BusyPoll(busy_poll)
+        self._read_count = 0  # what the last spin's read fed, and when
+        self._read_at = 0.0
         self.ipv6 = ipv6
         self._feed = feed
         self._stats = stats
@@ -348,24 +350,35 @@ class UdpPort:
         """After a send, keep reading for the adaptive busy-poll window (`busy_poll`)
         before the binding sleeps: what arrives meanwhile is fed and answered as `drain`
         does. Blocks the caller for at most the window."""
+        if self.spin(self._read_some, clock):
+            self.send(poll(self._read_at))
+            if self._read_count >= RECEIVE_BATCH:
+                self.drain(poll, clock)
+
+    def spin(self, ready: Callable[[float], bool], clock: Callable[[], float]) -> bool:
+        """Call `ready(now)` until it says something arrived or the busy-poll window
+        ends (at once when the window is closed); True when it caught something. The
+        window's bookkeeping for every binding's way of looking (`linger`, a selector)."""
         busy, stats = self.busy, self._stats
         now = clock()
         if busy.window:
             until = now + busy.window
             while True:
-                count = self.receive(RECEIVE_BATCH, now)
-                if count:
+                if ready(now):
                     busy.caught()
                     stats["busy_poll_caught"] += 1
-                    self.send(poll(now))
-                    if count >= RECEIVE_BATCH:
-                        self.drain(poll, clock)
-                    return
+                    return True
                 if now >= until:
                     stats["busy_poll_missed"] += 1
                     break
                 now = clock()
         busy.missed(now)
+        return False
+
+    def _read_some(self, now: float) -> bool:
+        self._read_count = count = self.receive(RECEIVE_BATCH, now)
+        self._read_at = now
+        return count > 0
 
     def send(self, transmits: Sequence[Transmit]) -> None:
         """Send without blocking: a full send buffer drops (the core retransmits)."""

@@ -36,7 +36,7 @@ from typing import Any, TypeVar
 
 from pilot_proto import Identity, NodeConfig
 from pilot_proto import Node as CoreNode
-from pilot_proto.driver import BlockingNode, Driver, Notify, Pending, UdpPort
+from pilot_proto.driver import BUSY_POLL_LIMIT, BlockingNode, Driver, Notify, Pending, UdpPort
 from pilot_proto.errors import NodeClosed
 from pilot_proto.events import Event
 from pilot_proto.transmit import Addr, Transmit
@@ -102,11 +102,13 @@ class Node(BlockingNode):
         on_event: Callable[[Event], None] | None = None,
         rng: Callable[[int], bytes] = os.urandom,
         wall_clock: Callable[[], float] = time.time,
+        busy_poll: float = BUSY_POLL_LIMIT,
     ) -> None:
         self.identity = identity
         core = CoreNode(identity, config, rng=rng, wall_clock=wall_clock)
         self._driver = Driver(core, auto_confirm=auto_confirm, on_event=on_event)
         self._bind = (host, port, sock)
+        self._busy_poll = busy_poll
         self._owns_socket = sock is None
         self._udp: UdpPort | None = None
         self._selector: selectors.BaseSelector | None = None
@@ -145,7 +147,8 @@ class Node(BlockingNode):
         host, port, sock = self._bind
         driver = self._driver
         self._udp = UdpPort.open(
-            socket, host, port, sock, driver.datagram_received, driver.stats, log
+            socket, host, port, sock, driver.datagram_received, driver.stats, log,
+            self._busy_poll,
         )
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
@@ -342,9 +345,11 @@ class Node(BlockingNode):
         assert pending is not None and self._selector is not None
         select = self._selector.select
         core = self._core
+        events = self._spin(select, timeout)
         try:
             while True:
-                events = select(timeout)
+                if not events:
+                    events = select(timeout)
                 core.acquire()
                 self._holder = me
                 try:
@@ -354,6 +359,7 @@ class Node(BlockingNode):
                         self._vacate(now)
                         return
                     timeout = self._arm(now)
+                    events = []
                 finally:
                     self._holder = _NOBODY
                     core.release()
@@ -370,6 +376,28 @@ class Node(BlockingNode):
                 self._holder = _NOBODY
                 core.release()
             raise
+
+    def _spin(
+        self, select: Callable[[float], list[tuple[selectors.SelectorKey, int]]],
+        timeout: float | None,
+    ) -> list[tuple[selectors.SelectorKey, int]]:
+        """Before the new poller's first wait, right after its call sent: look at the
+        socket (and the wake-up pair) for the busy-poll window without sleeping, since an
+        answer on a LAN comes sooner than a sleeping thread wakes (driver/busy_poll.py).
+        Not when the core's timer is due sooner than the window."""
+        udp = self._udp
+        assert udp is not None
+        if timeout is not None and timeout <= udp.busy.window:
+            return []
+        events: list[tuple[selectors.SelectorKey, int]] = []
+
+        def ready(now: float) -> bool:
+            nonlocal events
+            events = select(0)
+            return bool(events)
+
+        udp.spin(ready, _monotonic)
+        return events
 
     def _serve(self, events: list[tuple[selectors.SelectorKey, int]], now: float) -> None:
         """The poller's wake-up (core lock held): read the socket, or run what is due."""
