@@ -64,7 +64,10 @@ def figure_names(binding: str, *, redis: bool = True) -> list[str]:
     rtt = f"bindings.{binding}.message_rtt.{ECHO_SIZE}B"
     pmtu = f"bindings.{binding}.stream_goodput.pmtu"
     forced = f"bindings.{binding}.stream_goodput.{FORCED_SIZE}B"
-    names = [rtt, f"{rtt}.vs_aioquic", pmtu, f"{pmtu}.vs_aioquic", forced, f"{forced}.vs_aioquic"]
+    names = [
+        rtt, f"{rtt}.vs_aioquic", f"{rtt}.busy_poll_off",
+        pmtu, f"{pmtu}.vs_aioquic", forced, f"{forced}.vs_aioquic",
+    ]  # fmt: skip
     if redis:
         names.insert(1, f"{rtt}.vs_redis")
     return names
@@ -74,11 +77,14 @@ def _seeds() -> tuple[str, str]:
     return os.urandom(32).hex(), os.urandom(32).hex()
 
 
-def measure_rtt(ctx: BenchContext, binding: str) -> float:
-    """Median request/reply exchange in microseconds between two nodes of `binding`."""
+def measure_rtt(ctx: BenchContext, binding: str, busy_poll_us: float | None = None) -> float:
+    """Median request/reply exchange in microseconds between two nodes of `binding`
+    (with the bindings' default busy polling, or both nodes given `busy_poll_us`)."""
     p = plan(ctx)
     responder_seed, requester_seed = _seeds()
-    common = ("--binding", binding, "--lifetime", str(p.lifetime))
+    common: tuple[str, ...] = ("--binding", binding, "--lifetime", str(p.lifetime))
+    if busy_poll_us is not None:
+        common += ("--busy-poll-us", str(busy_poll_us))
     with Worker(
         "pilot_peer", "responder", *common, "--seed", responder_seed,
         "--peer-seed", requester_seed, "--mode", "echo",
@@ -93,7 +99,8 @@ def measure_rtt(ctx: BenchContext, binding: str) -> float:
     # Where the time goes, for the reader of the run: the requester's CPU per exchange and
     # its datagrams each way (the raw echo it is compared with sends one each way).
     print(
-        f"[bindings] {binding} message round trip: requester CPU "
+        f"[bindings] {binding} message round trip"
+        f"{'' if busy_poll_us is None else f' (busy_poll {busy_poll_us:g} us)'}: requester CPU "
         f"{result.get('cpu_us', 0.0):.0f} us, datagrams per exchange sent "
         f"{result.get('datagrams_sent_per_trip', 0.0):.2f} / received "
         f"{result.get('datagrams_received_per_trip', 0.0):.2f}",
@@ -230,6 +237,11 @@ def _rtt_results(ctx: BenchContext, binding: str) -> list[Result]:
             "below the aioquic one-stream echo", lambda v, b: v < b,
         )
     )  # fmt: skip
+    # For the reader: the same exchange with busy polling off (both nodes sleep as soon
+    # as they have sent, as the raw echo does), what the default's spinning is worth.
+    results.append(
+        _compare(f"{name}.busy_poll_off", measure_rtt(ctx, binding, 0.0), MU, "lower", echo)
+    )
     return results
 
 
@@ -244,7 +256,7 @@ def _oneway_result(baseline: Baseline, method: str) -> Result:
 def _goodput_results(
     ctx: BenchContext, binding: str, pmtu_runs: GoodputRuns, forced_runs: GoodputRuns
 ) -> list[Result]:
-    _, _, pmtu, pmtu_quic, forced, forced_quic = figure_names(binding, redis=False)
+    _, _, _, pmtu, pmtu_quic, forced, forced_quic = figure_names(binding, redis=False)
     size = pmtu_runs.sizes[binding]
     baseline = pmtu_runs.baseline
     if baseline.name != udp_oneway_name(size):  # this binding's session found another size

@@ -89,6 +89,8 @@ def test_quick_run_gives_every_binding_figure_with_its_baselines(tmp_path: Path)
         assert records[rtt]["baseline"]["name"].startswith(f"udp.echo_rtt.{binding}")
         assert records[rtt]["better"] == "lower" and records[rtt]["unit"] == "us"
         assert records[f"{rtt}.vs_aioquic"]["baseline"]["name"] == "aioquic.echo_rtt.200B"
+        off = records[f"{rtt}.busy_poll_off"]  # what busy polling is worth, no target
+        assert off["baseline"] == records[rtt]["baseline"] and "target" not in off
         if HAVE_REDIS:
             assert records[f"{rtt}.vs_redis"]["baseline"]["name"] == "redis.streams_rtt.200B"
         forced = records[f"bindings.{binding}.stream_goodput.1200B"]

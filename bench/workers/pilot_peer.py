@@ -58,6 +58,10 @@ class Setup:
             delivery = replace(delivery, forced_datagram_size=args.datagram_size)
         self.config = NodeConfig(delivery=delivery)
         self.endpoints = [(HOST, args.port)] if args.port else []
+        #: Node keyword arguments: the busy-poll window when the command line sets one.
+        self.options: dict[str, Any] = (
+            {} if args.busy_poll_us is None else {"busy_poll": args.busy_poll_us * 1e-6}
+        )
 
 
 def _total(data: bytes) -> int:
@@ -164,7 +168,7 @@ def run_asyncio(role: str, args: argparse.Namespace, setup: Setup) -> None:
         return {**_goodput(_total(answer), elapsed, info, cpu, node.stats()), "sent": sent}
 
     async def main() -> None:
-        async with Node(setup.identity, setup.config, host=HOST) as node:
+        async with Node(setup.identity, setup.config, host=HOST, **setup.options) as node:
             node.add_peer(setup.peer_record, setup.endpoints)
             if role == "responder":
                 node.listen(STREAM_PORT)
@@ -253,7 +257,7 @@ def run_blocking(binding: str, role: str, args: argparse.Namespace, setup: Setup
         info = node.peer_info(setup.peer)
         return {**_goodput(_total(answer), elapsed, info, cpu, node.stats()), "sent": sent}
 
-    with Node(setup.identity, setup.config, host=HOST) as node:
+    with Node(setup.identity, setup.config, host=HOST, **setup.options) as node:
         node.add_peer(setup.peer_record, setup.endpoints)
         if role == "responder":
             node.listen(STREAM_PORT)
@@ -279,6 +283,8 @@ def main() -> None:
     parser.add_argument("--max-count", type=int, default=1_000_000)
     parser.add_argument("--datagram-size", type=int, default=0)
     parser.add_argument("--lifetime", type=float, default=120.0)
+    parser.add_argument("--busy-poll-us", type=float, default=None,
+                        help="both nodes' busy-poll window (default: the binding's)")
     args = parser.parse_args()
     watch_parent(args.lifetime)
     setup = Setup(args)
