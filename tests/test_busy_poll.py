@@ -1,6 +1,6 @@
 """Busy-polling after a send: it spins only where an answer comes while it spins, stops by
 itself where none can (a far peer, two nodes on one event loop), and never drops what
-arrives (pilot_proto/driver/busy_poll.py, UdpPort.linger)."""
+arrives (pilot_proto/driver/busy_poll.py, UdpPort.send_and_linger)."""
 
 from __future__ import annotations
 
@@ -81,7 +81,7 @@ def test_zero_never_spins_and_negative_is_refused() -> None:
         BusyPoll(-1e-6)
 
 
-# ---------------------------------------------------------------------- UdpPort.linger
+# ---------------------------------------------------------------------- UdpPort.send_and_linger
 
 
 class Port:
@@ -97,6 +97,11 @@ class Port:
         )  # fmt: skip
         self.peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.peer.bind(("127.0.0.1", 0))
+
+    def request(self) -> Transmit:
+        """A datagram to the peer socket (which never answers by itself)."""
+        host, port = self.peer.getsockname()
+        return Transmit(b"request", (host, port))
 
     def feed(self, data: bytes, addr: Addr, now: float) -> None:
         self.fed.append(data)
@@ -119,7 +124,7 @@ def port() -> Iterator[Port]:
 
 def test_linger_feeds_what_arrives_and_answers_it(port: Port) -> None:
     port.peer.sendto(b"answer", port.port.endpoint)
-    port.port.linger(port.poll, lambda: 0.0)
+    port.port.send_and_linger([port.request()], port.poll, lambda: 0.0)
     assert port.fed == [b"answer"]
     assert port.polls == 1
     assert port.stats["busy_poll_caught"] == 1
@@ -132,10 +137,11 @@ def test_linger_gives_up_after_its_window_and_then_stops_spinning(port: Port) ->
         return float(next(clock))
 
     for _ in range(8):
-        port.port.linger(port.poll, now)
+        port.port.send_and_linger([port.request()], port.poll, now)
     assert port.stats["busy_poll_missed"] == 4  # 200, 100, 50, 25 µs, then closed
     assert port.port.busy.window == 0.0
     assert port.fed == []
+    assert port.stats["datagrams_sent"] == 8
     port.peer.sendto(b"late", port.port.endpoint)
     port.port.drain(port.poll, now)  # the datagram the binding's sleep then wakes for
     assert port.fed == [b"late"]

@@ -19,7 +19,7 @@ so each time a reopened window closes again without a catch, the next reopening 
 for twice as many such quick wake-ups (up to 1024). What spinning can cost is bounded: at
 most `limit` of CPU per send, during which the loop runs nothing else.
 
-Pure bookkeeping: the binding reads the clock and the socket (`UdpPort.linger`).
+Pure bookkeeping: the binding reads the clock and the socket (`UdpPort.send_and_linger`).
 """
 
 from __future__ import annotations

@@ -344,12 +344,19 @@ class UdpPort:
             if count < RECEIVE_BATCH:
                 return
 
-    def linger(
-        self, poll: Callable[[float], Sequence[Transmit]], clock: Callable[[], float]
+    def send_and_linger(
+        self,
+        transmits: Sequence[Transmit],
+        poll: Callable[[float], Sequence[Transmit]],
+        clock: Callable[[], float],
     ) -> None:
-        """After a send, keep reading for the adaptive busy-poll window (`busy_poll`)
-        before the binding sleeps: what arrives meanwhile is fed and answered as `drain`
-        does. Blocks the caller for at most the window."""
+        """Send, and if anything went out, keep reading for the adaptive busy-poll window
+        (`busy_poll`) before the binding sleeps, since an answer is likely within
+        microseconds: what arrives meanwhile is fed and answered as `drain` does. Blocks
+        the caller for at most the window."""
+        if not transmits:
+            return
+        self.send(transmits)
         if self.spin(self._read_some, clock):
             self.send(poll(self._read_at))
             if self._read_count >= RECEIVE_BATCH:
@@ -358,7 +365,8 @@ class UdpPort:
     def spin(self, ready: Callable[[float], bool], clock: Callable[[], float]) -> bool:
         """Call `ready(now)` until it says something arrived or the busy-poll window
         ends (at once when the window is closed); True when it caught something. The
-        window's bookkeeping for every binding's way of looking (`linger`, a selector)."""
+        window's bookkeeping for every binding's way of looking (`send_and_linger`, a
+        selector)."""
         busy, stats = self.busy, self._stats
         now = clock()
         if busy.window:

@@ -179,14 +179,9 @@ class Node:
         self._poll_scheduled = False
         if self._driver.closed:
             return
-        udp = self._udp
-        assert udp is not None
+        assert self._udp is not None
         out = self._driver.poll(_monotonic())
-        if out:
-            udp.send(out)
-            # An answer to what just left is likely within microseconds: read for it
-            # before sleeping (busy_poll.py says why and when this stops).
-            udp.linger(self._poll_after_read, _monotonic)
+        self._udp.send_and_linger(out, self._poll_after_read, _monotonic)
         self._arm_timer()
 
     def _arm_timer(self) -> None:
