@@ -257,8 +257,6 @@ class UdpPort:
     ) -> None:
         self.sock = sock
         self.busy = BusyPoll(busy_poll)
-        self._read_count = 0  # what the last spin's read fed, and when
-        self._read_at = 0.0
         self.ipv6 = ipv6
         self._feed = feed
         self._stats = stats
@@ -336,13 +334,14 @@ class UdpPort:
     ) -> None:
         """Read everything the socket holds, a batch at a time, each batch followed by a
         `poll` of the core whose datagrams (ACKs first of all) go out at once."""
-        self.busy.woke(clock())
+        now = clock()
+        self.busy.woke(now)
         for _ in range(RECEIVE_ROUNDS):
-            now = clock()
             count = self.receive(RECEIVE_BATCH, now)
             self.send(poll(now))
             if count < RECEIVE_BATCH:
                 return
+            now = clock()
 
     def send_and_linger(
         self,
@@ -357,36 +356,36 @@ class UdpPort:
         if not transmits:
             return
         self.send(transmits)
-        if self.spin(self._read_some, clock):
-            self.send(poll(self._read_at))
-            if self._read_count >= RECEIVE_BATCH:
+        count = self.spin(self._read_batch, clock)
+        if count:
+            self.send(poll(clock()))
+            if count >= RECEIVE_BATCH:
                 self.drain(poll, clock)
 
-    def spin(self, ready: Callable[[float], bool], clock: Callable[[], float]) -> bool:
-        """Call `ready(now)` until it says something arrived or the busy-poll window
-        ends (at once when the window is closed); True when it caught something. The
-        window's bookkeeping for every binding's way of looking (`send_and_linger`, a
-        selector)."""
+    def spin(self, ready: Callable[[float], int], clock: Callable[[], float]) -> int:
+        """Call `ready(now)` until it counts something arrived or the busy-poll window
+        ends (at once when the window is closed); returns that count (0: nothing caught).
+        The window's bookkeeping for every binding's way of looking (`send_and_linger`,
+        a selector). Only the binding's one reader of the socket calls it."""
         busy, stats = self.busy, self._stats
         now = clock()
         if busy.window:
             until = now + busy.window
             while True:
-                if ready(now):
+                count = ready(now)
+                if count:
                     busy.caught()
                     stats["busy_poll_caught"] += 1
-                    return True
+                    return count
                 if now >= until:
                     stats["busy_poll_missed"] += 1
                     break
                 now = clock()
         busy.missed(now)
-        return False
+        return 0
 
-    def _read_some(self, now: float) -> bool:
-        self._read_count = count = self.receive(RECEIVE_BATCH, now)
-        self._read_at = now
-        return count > 0
+    def _read_batch(self, now: float) -> int:
+        return self.receive(RECEIVE_BATCH, now)
 
     def send(self, transmits: Sequence[Transmit]) -> None:
         """Send without blocking: a full send buffer drops (the core retransmits)."""

@@ -391,10 +391,10 @@ class Node(BlockingNode):
             return []
         events: list[tuple[selectors.SelectorKey, int]] = []
 
-        def ready(now: float) -> bool:
+        def ready(now: float) -> int:
             nonlocal events
             events = select(0)
-            return bool(events)
+            return len(events)
 
         udp.spin(ready, _monotonic)
         return events
